@@ -1,0 +1,471 @@
+"""One DICOM association in the acceptor: a thin asyncio Protocol around the sans-IO core.
+
+THEORY OF OPERATION
+-------------------
+Bytes from the socket go into ``Association`` (appliance.ul); its events are acted on here:
+negotiation on A-ASSOCIATE-RQ, and for P-DATA the PDVs are forwarded to the pinned worker's
+ring, copied exactly once (receive buffer -> ring). The acceptor never parses data sets; it
+does decode each command set (small) to know which operations are in flight, so that if the
+worker dies it can still answer each of them with a failure status (STYLE 2.5).
+
+Invariants:
+  - ``in_flight`` holds every request forwarded whose final response has not been written;
+  - ``receiving`` is the Message ID whose data set is arriving (PS3.8 Annex E: one message at
+    a time per association), None between messages;
+  - ``pending`` holds records that did not fit in the ring, in order; while it is non-empty
+    reading is paused and new records queue behind it (never unbounded: one read's worth);
+  - responses are written as one buffer per PDU (header + items), so a response leaves in one
+    segment with TCP_NODELAY set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import structlog
+
+from appliance.dimse.command import CommandSetError, decode_command_set
+from appliance.dimse.fragment import fragment_message
+from appliance.dimse.responses import RequestIdentity, status_response
+from appliance.dimse.status import Status
+from appliance.errors import LocalULError, RemoteULError
+from appliance.ipc.kinds import Flag, Kind
+from appliance.negotiation.policy import (
+    PresentationRejectReason,
+    accepted_contexts,
+    negotiate,
+    reject_busy,
+)
+from appliance.ul.association import (
+    NEED_DATA,
+    Abort,
+    AbortReceived,
+    AcceptAssociation,
+    AssociateRequested,
+    Association,
+    ConnectionClosed,
+    PDataReceived,
+    RejectAssociation,
+    ReleaseConfirmed,
+    ReleaseRequested,
+    ReplyRelease,
+    RequestRelease,
+    Role,
+)
+from appliance.ul.fsm import State
+from appliance.ul.pdu import AssociateRJ, AssociateRQ
+
+if TYPE_CHECKING:
+    from appliance.acceptor.links import WorkerLink
+    from appliance.acceptor.server import AcceptorServer
+
+log = structlog.get_logger(component="acceptor")
+
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
+_PendingRecord = tuple[int, int, int, int, bytes]  # kind, msg_id, flags, aux, payload
+
+
+class DicomProtocol(asyncio.Protocol):
+    def __init__(self, server: AcceptorServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.assoc_id = server.next_assoc_id()
+        self.transport: asyncio.Transport | None = None
+        self.sock: Any = None
+        self.conn = Association(Role.ACCEPTOR, server.ul_limits, now=self.loop.time())
+        self.link: WorkerLink | None = None
+        self.calling_ae = ""
+        self.peer = ""
+        self.contexts: dict[int, tuple[str, str]] = {}
+        self.in_flight: dict[int, RequestIdentity] = {}
+        self.receiving: int | None = None
+        self.receiving_ctx = 0
+        self.discard_msg: int | None = None
+        self.cmd_buf = bytearray()
+        self.pending: deque[_PendingRecord] = deque()
+        self.paused = False
+        self.draining = False
+        self.closed = False
+        self.outcome = "peer_closed"
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._idle: asyncio.TimerHandle | None = None
+
+    # ---- transport callbacks (the per-association exception boundary) -----------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.sock = transport.get_extra_info("socket")
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if self.sock is not None:
+            bufsize = self.server.cfg.network.socket_buffer_bytes
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, bufsize)
+            except OSError:
+                pass
+        self.server.register(self)
+        self._schedule_timer()
+        self._touch()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._quickack()
+            self.conn.receive_data(data, self.loop.time())
+            self._pump()
+        except Exception:  # noqa: BLE001 - per-association boundary (STYLE 2.5)
+            log.exception("acceptor.internal_error", assoc_id=self.assoc_id)
+            self._abort(0)
+        finally:
+            if self.link is not None:
+                self.link.flush()
+
+    def eof_received(self) -> bool | None:
+        self.data_received(b"")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self._finish(self.outcome)
+
+    # ---- core events -------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        conn = self.conn
+        while not self.closed:
+            try:
+                ev = conn.next_event()
+            except RemoteULError as exc:
+                log.warning("ul.abort_sent", assoc_id=self.assoc_id, state=conn.state.name,
+                            reason=exc.abort_reason, error=str(exc))
+                self.outcome = "aborted_by_us"
+                self._write(conn.send(Abort(source=2, reason=exc.abort_reason)))
+                break
+            if ev is NEED_DATA:
+                break
+            if isinstance(ev, PDataReceived):
+                self._on_pdata(ev)
+            elif isinstance(ev, AssociateRequested):
+                self._on_associate(ev)
+            elif isinstance(ev, ReleaseRequested):
+                self._close_worker_side(aborted=False)
+                self.outcome = "released"
+                self._write(conn.send(ReplyRelease()))
+            elif isinstance(ev, ReleaseConfirmed):
+                self.outcome = "released"
+                self._close_worker_side(aborted=False)
+            elif isinstance(ev, AbortReceived):
+                self.outcome = "aborted_by_peer"
+                log.info("ul.abort_received", assoc_id=self.assoc_id, source=ev.source,
+                         reason=ev.reason)
+                self._close_worker_side(aborted=True)
+            elif isinstance(ev, ConnectionClosed):
+                self._close_worker_side(aborted=True)
+        self._after_core()
+
+    def _after_core(self) -> None:
+        if self.conn.close_requested and self.transport is not None:
+            self.transport.close()
+        self._schedule_timer()
+
+    def _on_associate(self, ev: AssociateRequested) -> None:
+        rq = ev.rq
+        self.calling_ae = rq.calling_ae
+        structlog.contextvars.bind_contextvars()  # role/pid stay bound for the process
+        rj = ev.provider_rejection or self._admission(rq)
+        if rj is None:
+            result = negotiate(self.server.policy, rq)
+            if isinstance(result, AssociateRJ):
+                rj = result
+        if rj is not None:
+            log.info("assoc.rejected", assoc_id=self.assoc_id, peer=self.peer,
+                     calling_ae=rq.calling_ae, called_ae=rq.called_ae, result=rj.result,
+                     source=rj.source, reason=rj.reason)
+            self.outcome = "rejected"
+            self._write(self.conn.send(RejectAssociation(rj)))
+            return
+        assert not isinstance(result, AssociateRJ)
+        link = self.server.pick_link()
+        assert link is not None  # _admission checked
+        self._write(self.conn.send(AcceptAssociation(result)))
+        self.contexts = accepted_contexts(result, rq)
+        self.link = link
+        link.associations.add(self)
+        self.server.count_association(self, +1)
+        self._send_open()
+        self.outcome = "peer_closed"
+        log.info("assoc.accepted", assoc_id=self.assoc_id, peer=self.peer,
+                 calling_ae=rq.calling_ae, called_ae=rq.called_ae, worker=link.slot,
+                 contexts=len(self.contexts), peer_max_pdu=self.conn.peer_max_pdu)
+
+    def _admission(self, rq: AssociateRQ) -> AssociateRJ | None:
+        """Capacity checks before negotiation (transient rejections, STYLE 2.5)."""
+        net = self.server.cfg.network
+        if self.server.draining:
+            return reject_busy(PresentationRejectReason.TEMPORARY_CONGESTION)
+        if self.server.active_total >= net.max_associations:
+            return reject_busy(PresentationRejectReason.LOCAL_LIMIT_EXCEEDED)
+        if self.server.active_for(rq.calling_ae) >= net.max_associations_per_ae:
+            return reject_busy(PresentationRejectReason.LOCAL_LIMIT_EXCEEDED)
+        if self.server.pick_link() is None:
+            return reject_busy(PresentationRejectReason.TEMPORARY_CONGESTION)
+        return None
+
+    def _send_open(self) -> None:
+        assert self.link is not None
+        info = {
+            "calling_ae": self.calling_ae,
+            "called_ae": self.server.cfg.network.ae_title,
+            "peer": self.peer,
+            "peer_max_pdu": self.conn.peer_max_pdu,
+            "contexts": {str(k): list(v) for k, v in self.contexts.items()},
+        }
+        self._forward(Kind.OPEN, 0, Flag.NONE, 0, msgpack.packb(info))
+
+    # ---- P-DATA: forward PDVs to the worker ---------------------------------------------
+
+    def _on_pdata(self, ev: PDataReceived) -> None:
+        self._touch()
+        max_cmd = self.server.cfg.network.max_command_bytes
+        for pdv in ev.pdvs:
+            if pdv.is_command:
+                if self.receiving is not None:
+                    self._protocol_violation("command fragment inside a data set")
+                    return
+                self.cmd_buf += pdv.data
+                if len(self.cmd_buf) > max_cmd:
+                    self._protocol_violation(f"command set larger than {max_cmd} bytes")
+                    return
+                if pdv.is_last:
+                    if not self._on_command(pdv.context_id):
+                        return
+            else:
+                msg_id = self.receiving
+                if msg_id is None or pdv.context_id != self.receiving_ctx:
+                    self._protocol_violation("data set fragment without its command")
+                    return
+                if pdv.is_last:
+                    self.receiving = None
+                if msg_id == self.discard_msg:
+                    if pdv.is_last:
+                        self.discard_msg = None
+                    continue
+                flags = Flag.LAST if pdv.is_last else Flag.NONE
+                self._forward(Kind.DATA, msg_id, flags, pdv.context_id, pdv.data)
+
+    def _on_command(self, context_id: int) -> bool:
+        command = bytes(self.cmd_buf)
+        self.cmd_buf.clear()
+        if context_id not in self.contexts:
+            self._protocol_violation(f"presentation context {context_id} not accepted")
+            return False
+        try:
+            ident = RequestIdentity.from_elements(decode_command_set(command))
+        except CommandSetError as exc:
+            log.warning("dimse.abort_sent", assoc_id=self.assoc_id, error=str(exc))
+            self._abort(0)
+            return False
+        if ident is None:
+            self._protocol_violation("command set without Command Field or Message ID")
+            return False
+        self.in_flight[ident.message_id] = ident
+        if ident.has_data_set:
+            self.receiving = ident.message_id
+            self.receiving_ctx = context_id
+        self._forward(Kind.COMMAND, ident.message_id, Flag.NONE, context_id, command)
+        return True
+
+    def _forward(self, kind: int, msg_id: int, flags: int, aux: int,
+                 payload: bytes | memoryview) -> None:
+        link = self.link
+        if link is None:
+            return
+        if not self.pending and link.put(kind, self.assoc_id, msg_id, flags, aux, payload):
+            return
+        # Ring full: keep order, copy out of the receive buffer, stop reading (backpressure).
+        self.pending.append((kind, msg_id, flags, aux, bytes(payload)))
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+            self.server.note_paused(+1)
+        link.wait_for_space(self)
+
+    def retry_pending(self) -> bool:
+        """Called by the link when the ring has room; True once everything pending is put."""
+        link = self.link
+        while self.pending and link is not None:
+            kind, msg_id, flags, aux, payload = self.pending[0]
+            if not link.put(kind, self.assoc_id, msg_id, flags, aux, payload):
+                return False
+            self.pending.popleft()
+        if self.paused and self.transport is not None and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+            self.server.note_paused(-1)
+        return True
+
+    # ---- responses from the worker -------------------------------------------------------
+
+    def deliver(self, kind: int, msg_id: int, flags: int, aux: int, payload: memoryview) -> None:
+        """A record from the worker's reply ring for this association."""
+        if self.closed:
+            return
+        try:
+            if kind == Kind.SEND:
+                if self.conn.state in (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE):
+                    self._write_pdu_items(payload)
+                if flags & Flag.FINAL:
+                    self.in_flight.pop(msg_id, None)
+                    self._maybe_release()
+            elif kind == Kind.ABORT:
+                self._abort(aux)
+        except Exception:  # noqa: BLE001 - per-association boundary (STYLE 2.5)
+            log.exception("acceptor.internal_error", assoc_id=self.assoc_id)
+            self._abort(0)
+        self._after_core()
+
+    def _write_pdu_items(self, items: bytes | memoryview) -> None:
+        bufs = self.conn.send_pdata_items(items)
+        self._write(b"".join(bufs))  # copies out of the ring: the slot is released after
+
+    def worker_replaced(self, link: WorkerLink) -> None:
+        """The pinned worker died: fail what it had in flight, then rebind (STYLE 2.5)."""
+        failed = list(self.in_flight.values())
+        self.in_flight.clear()
+        self.pending.clear()
+        if self.receiving is not None:
+            self.discard_msg = self.receiving  # drop the rest of the orphaned data set
+        self.link = link
+        link.associations.add(self)
+        if self.conn.state in (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE):
+            for ident in failed:
+                ctx = next(iter(self.contexts))
+                rsp = status_response(ident, Status.PROCESSING_FAILURE, "worker process restarted")
+                for parts in fragment_message(ctx, rsp, None, self.conn.peer_max_pdu):
+                    self._write_pdu_items(b"".join(parts))
+            self._send_open()
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+            self.server.note_paused(-1)
+        log.warning("assoc.ops_failed", assoc_id=self.assoc_id, failed=len(failed),
+                    worker=link.slot, generation=link.generation)
+        self._after_core()
+
+    # ---- endings -------------------------------------------------------------------------
+
+    def start_drain(self) -> None:
+        self.draining = True
+        self._maybe_release()
+        self._after_core()
+
+    def _maybe_release(self) -> None:
+        """While draining, ask an idle association to release (PS3.8 AR-1; either side may)."""
+        if (self.draining and not self.in_flight and self.receiving is None and not self.pending
+                and self.conn.state is State.STA6_ESTABLISHED):
+            self._write(self.conn.send(RequestRelease()))
+
+    def _protocol_violation(self, why: str) -> None:
+        log.warning("dimse.abort_sent", assoc_id=self.assoc_id, error=why)
+        self._abort(0)
+
+    def _abort(self, reason: int) -> None:
+        if self.closed:
+            return
+        self.outcome = "aborted_by_us"
+        try:
+            self._write(self.conn.send(Abort(source=2, reason=reason)))
+        except LocalULError:
+            pass
+        self._close_worker_side(aborted=True)
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort_now(self) -> None:
+        self._abort(0)
+
+    def _close_worker_side(self, aborted: bool) -> None:
+        link = self.link
+        if link is None:
+            return
+        self.link = None
+        link.associations.discard(self)
+        if self in link.waiting:
+            link.waiting.remove(self)
+        flags = Flag.ABORTED if aborted else Flag.NONE
+        if not link.put(Kind.CLOSE, self.assoc_id, 0, flags, 0, b""):
+            link.jobs.put_blocking(Kind.CLOSE, self.assoc_id, 0, flags, 0, b"", timeout_s=5.0)
+        link.flush()
+        self.server.count_association(self, -1)
+
+    def _finish(self, outcome: str) -> None:
+        self._close_worker_side(aborted=outcome != "released")
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.paused:
+            self.server.note_paused(-1)
+        self.server.unregister(self, outcome)
+
+    def _write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _quickack(self) -> None:
+        # Re-arm quick ACKs after every read: a Nagle-on client holding its last small segment
+        # until our ACK would otherwise wait for the 40 ms delayed-ACK timer (the "Nagle trap").
+        if self.sock is not None:
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+            except OSError:
+                pass
+
+    # ---- timers (ARTIM from the core; network idle timeout) -----------------------------
+
+    def _schedule_timer(self) -> None:
+        deadline = self.conn.deadline
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and not self.closed:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            self.conn.timer_expired(self.loop.time())
+            if self.conn.state is State.STA1_IDLE or self.conn.close_requested:
+                log.info("ul.artim_expired", assoc_id=self.assoc_id)
+        except Exception:  # noqa: BLE001 - per-association boundary (STYLE 2.5)
+            log.exception("acceptor.internal_error", assoc_id=self.assoc_id)
+        self._after_core()
+        if self.conn.close_requested and self.transport is not None:
+            self.transport.abort()
+
+    def _touch(self) -> None:
+        timeout = self.server.cfg.network.idle_timeout_s
+        if timeout <= 0:
+            return
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = self.loop.call_later(timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        if self.in_flight or self.closed:
+            self._touch()
+            return
+        log.info("assoc.idle_timeout", assoc_id=self.assoc_id)
+        self._abort(0)

@@ -1,0 +1,249 @@
+"""The acceptor process: uvloop, the listening socket, and the rings to every worker.
+
+THEORY OF OPERATION
+-------------------
+Forked by the arbiter with the listening socket, the control block, one WorkerLink per worker
+slot, and a control channel (SEQPACKET) on which the arbiter announces replaced workers.
+Reply rings are read with ``loop.add_reader`` on their doorbells; each record is dispatched to
+its association by id. When a worker is replaced, the old reply ring is drained first (its
+finished responses still count), then each pinned association fails what remains in flight
+and is re-pinned to the new incarnation (DicomProtocol.worker_replaced).
+
+SIGTERM drains: the listener closes, every association is asked to release when idle, and the
+process exits when none remain or ``graceful_timeout_s`` has passed (stragglers are aborted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from appliance.acceptor.links import WorkerLink
+from appliance.acceptor.protocol import DicomProtocol
+from appliance.config import Config
+from appliance.ipc.control import ControlBlock, ProcState
+from appliance.ipc.fdpass import recv_with_fds
+from appliance.ipc.ring import Ring
+from appliance.negotiation.policy import NegotiationPolicy
+from appliance.negotiation.sop_classes import NATIVE_TRANSFER_SYNTAXES
+from appliance.ul.association import ULLimits
+
+log = structlog.get_logger(component="acceptor")
+
+
+@dataclass
+class AcceptorSetup:
+    cfg: Config
+    listen: socket.socket
+    control: ControlBlock
+    slot_index: int  # our slot in the control block
+    worker_slots: dict[int, int]  # worker slot number -> control block index
+    links: list[tuple[int, int, tuple[int, int, int], tuple[int, int, int]]]
+    channel: socket.socket | None
+
+
+def negotiation_policy(cfg: Config) -> NegotiationPolicy:
+    net = cfg.network
+    return NegotiationPolicy(
+        ae_title=net.ae_title,
+        require_called_ae=net.require_called_ae,
+        allowed_calling_aes=frozenset(net.allowed_calling_aes) or None,
+        promiscuous=net.promiscuous,
+        transfer_syntax_preference=net.transfer_syntax_preference or NATIVE_TRANSFER_SYNTAXES,
+        max_pdu_bytes=net.max_pdu_bytes,
+    )
+
+
+class AcceptorServer:
+    def __init__(self, setup: AcceptorSetup, loop: asyncio.AbstractEventLoop) -> None:
+        self.setup = setup
+        self.cfg = setup.cfg
+        self.loop = loop
+        self.policy = negotiation_policy(self.cfg)
+        net = self.cfg.network
+        self.ul_limits = ULLimits(
+            max_pdu_bytes=net.max_pdu_bytes,
+            max_presentation_contexts=net.max_presentation_contexts,
+            artim_timeout_s=net.artim_timeout_s,
+        )
+        self.links: dict[int, WorkerLink] = {}
+        self.protocols: dict[int, DicomProtocol] = {}
+        self.active_total = 0
+        self.active_by_ae: dict[str, int] = {}
+        self.paused_count = 0
+        self.draining = False
+        self.server: asyncio.AbstractServer | None = None
+        self._ids = itertools.count(1)
+        self._done = loop.create_future()
+        self.me = setup.control.slot(setup.slot_index)
+        for slot, gen, jobs, replies in setup.links:
+            self._add_link(WorkerLink(slot, gen, Ring.attach(jobs), Ring.attach(replies)))
+
+    # ---- bookkeeping used by protocols ----------------------------------------------------
+
+    def next_assoc_id(self) -> int:
+        return next(self._ids) & 0xFFFFFFFF or next(self._ids)
+
+    def register(self, proto: DicomProtocol) -> None:
+        self.protocols[proto.assoc_id] = proto
+
+    def unregister(self, proto: DicomProtocol, outcome: str) -> None:
+        self.protocols.pop(proto.assoc_id, None)
+        log.info("assoc.closed", assoc_id=proto.assoc_id, outcome=outcome)
+        if self.draining and not self.protocols and not self._done.done():
+            self._done.set_result(None)
+
+    def count_association(self, proto: DicomProtocol, delta: int) -> None:
+        self.active_total += delta
+        ae = proto.calling_ae
+        self.active_by_ae[ae] = self.active_by_ae.get(ae, 0) + delta
+        if self.active_by_ae[ae] <= 0:
+            del self.active_by_ae[ae]
+        self.me.associations_active = max(self.active_total, 0)
+
+    def active_for(self, calling_ae: str) -> int:
+        return self.active_by_ae.get(calling_ae, 0)
+
+    def note_paused(self, delta: int) -> None:
+        self.paused_count += delta
+
+    def pick_link(self) -> WorkerLink | None:
+        """Least-loaded ready worker (by pinned associations)."""
+        best: WorkerLink | None = None
+        for link in self.links.values():
+            idx = self.setup.worker_slots[link.slot]
+            slot = self.setup.control.slot(idx)
+            if slot.state is not ProcState.READY or slot.generation != link.generation:
+                continue
+            if best is None or len(link.associations) < len(best.associations):
+                best = link
+        return best
+
+    # ---- rings ---------------------------------------------------------------------------
+
+    def _add_link(self, link: WorkerLink) -> None:
+        self.links[link.slot] = link
+        self.loop.add_reader(link.replies.data_fd, self._on_replies, link)
+        self.loop.add_reader(link.jobs.space_fd, link.on_space)
+
+    def _on_replies(self, link: WorkerLink) -> None:
+        ring = link.replies
+        ring.drain_doorbell()
+        protocols = self.protocols
+        while (rec := ring.peek()) is not None:
+            proto = protocols.get(rec.assoc_id)
+            if proto is not None:
+                proto.deliver(rec.kind, rec.msg_id, rec.flags, rec.aux, rec.payload)
+            del rec
+            ring.release()
+        for p in list(link.associations):
+            if p.link is not None:
+                p.link.flush()
+
+    def _on_channel(self) -> None:
+        channel = self.setup.channel
+        assert channel is not None
+        try:
+            got = recv_with_fds(channel)
+        except EOFError:
+            self.loop.remove_reader(channel.fileno())
+            return
+        if got is None:
+            return
+        header, fds = got
+        if header.get("kind") != "worker_rings":
+            for fd in fds:
+                os.close(fd)
+            return
+        slot, gen = int(header["slot"]), int(header["generation"])
+        new = WorkerLink(slot, gen, Ring.attach(tuple(fds[0:3]), own=True),  # type: ignore[arg-type]
+                         Ring.attach(tuple(fds[3:6]), own=True))  # type: ignore[arg-type]
+        old = self.links.get(slot)
+        if old is not None:
+            self.loop.remove_reader(old.replies.data_fd)
+            self.loop.remove_reader(old.jobs.space_fd)
+            self._on_replies(old)  # responses the dead worker finished still go out
+        self._add_link(new)
+        if old is not None:
+            for proto in list(old.associations):
+                old.associations.discard(proto)
+                proto.worker_replaced(new)
+            new.flush()
+            old.close()
+        log.info("acceptor.worker_replaced", slot=slot, generation=gen)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        self.server = await self.loop.create_server(
+            lambda: DicomProtocol(self), sock=self.setup.listen, backlog=1024
+        )
+        if self.setup.channel is not None:
+            self.setup.channel.setblocking(False)
+            self.loop.add_reader(self.setup.channel.fileno(), self._on_channel)
+        self.me.state = ProcState.READY
+        addr = self.setup.listen.getsockname()
+        log.info("acceptor.listening", address=f"{addr[0]}:{addr[1]}",
+                 ae_title=self.cfg.network.ae_title)
+        self.loop.add_signal_handler(signal.SIGTERM, self.start_drain)
+        self.loop.add_signal_handler(signal.SIGINT, lambda: None)
+        heartbeat = self.loop.create_task(self._heartbeat())
+        await self._done
+        heartbeat.cancel()
+
+    def start_drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        self.me.state = ProcState.DRAINING
+        log.info("acceptor.draining", associations=len(self.protocols))
+        if self.server is not None:
+            self.server.close()
+        for proto in list(self.protocols.values()):
+            proto.start_drain()
+        if not self.protocols and not self._done.done():
+            self._done.set_result(None)
+        self.loop.call_later(self.cfg.processes.graceful_timeout_s, self._force_stop)
+
+    def _force_stop(self) -> None:
+        for proto in list(self.protocols.values()):
+            log.warning("assoc.drain_timeout", assoc_id=proto.assoc_id)
+            proto.abort_now()
+        if not self._done.done():
+            self._done.set_result(None)
+
+    async def _heartbeat(self) -> None:
+        ppid = os.getppid()
+        while True:
+            self.me.heartbeat()
+            self.me.in_flight = sum(len(p.in_flight) for p in self.protocols.values())
+            if os.getppid() != ppid:
+                log.warning("acceptor.orphaned")
+                self._force_stop()
+            await asyncio.sleep(0.5)
+
+
+def run_acceptor(setup: AcceptorSetup, on_ready: Callable[[], None] | None = None) -> int:
+    """Entry point in the forked child: uvloop is created here, after the fork."""
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = AcceptorServer(setup, loop)
+    start = time.monotonic()
+    try:
+        loop.run_until_complete(server.serve())
+        # let transports flush their final PDUs
+        loop.run_until_complete(asyncio.sleep(0.05))
+    finally:
+        loop.close()
+    log.info("acceptor.stopped", uptime_s=round(time.monotonic() - start, 1))
+    return 0

@@ -1,0 +1,503 @@
+"""The arbiter: owns the listening socket, shared memory and children (gunicorn's model).
+
+THEORY OF OPERATION
+-------------------
+A synchronous loop with no threads and no event loop. Before forking it creates everything
+that is shared: the listening socket, the control block, and one set of rings per worker
+(WorkerChannels). Children are forked in dependency order (index writer, workers, acceptor,
+exporter); each child sets up its heavy libraries (uvloop, LMDB, pydicom) itself, after the
+fork, importing its role's module lazily.
+
+Signal handlers only enqueue; the loop dispatches. Every tick it reaps children, checks
+heartbeats and tells systemd how things are.
+
+  - A dead worker is replaced by a new incarnation with fresh rings; the acceptor and the
+    index writer receive the new ring fds over their control channels (SCM_RIGHTS). The
+    acceptor fails the dead worker's in-flight operations (0x0110).
+  - A worker that fails to boot (exit 3) halts the appliance with exit code 3: a crash loop
+    helps nobody.
+  - The acceptor or the index writer dying halts the appliance (exit 1) for systemd to
+    restart it: their ring positions are not recoverable in place, and a restart is cheap and
+    loses nothing acknowledged.
+  - The exporter is simply restarted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance import systemd
+from appliance.config import Config
+from appliance.errors import HaltAppliance
+from appliance.ipc.channels import WorkerChannels
+from appliance.ipc.control import ApplianceState, ControlBlock, ProcState, Role
+from appliance.ipc.fdpass import channel_pair, send_with_fds
+from appliance.ipc.ring import Ring
+from metrics.logging import configure as configure_logging
+from metrics.logging import get_logger
+
+log = get_logger("arbiter")
+
+EXIT_BOOT_FAILED = 3
+SLOT_ARBITER, SLOT_ACCEPTOR, SLOT_WRITER, SLOT_EXPORTER = 0, 1, 2, 3
+FIRST_WORKER_SLOT = 4
+_TICK_S = 0.25
+
+
+@dataclass
+class Child:
+    role: Role
+    index: int  # control block slot
+    pid: int
+    generation: int
+    started: float = field(default_factory=time.monotonic)
+    abort_sent: bool = False
+
+
+def _exit_cause(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name
+        return f"{name} (probably OOM)" if sig == signal.SIGKILL else name
+    code = os.WEXITSTATUS(status)
+    return {0: "exit 0", 3: "exit 3 (boot failed)", 4: "exit 4 (state corrupt)"}.get(
+        code, f"exit {code}"
+    )
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    fds = systemd.listen_fds()
+    if fds:
+        sock = socket.socket(fileno=fds[0])
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    sock.set_inheritable(True)
+    return sock
+
+
+def prepare_data_dir(data: Path) -> None:
+    """Create the layout and remove temp files a crash left (never acknowledged objects)."""
+    for sub in ("objects", "tmp", "index"):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+    for leftover in (data / "tmp").glob("*.part"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def ensure_index(cfg: Config) -> None:
+    """Open (creating or checking the schema of) the index once, and close it, before forking:
+    LMDB environments must not cross a fork."""
+    from workers.index.writer import IndexWriter
+
+    w = IndexWriter(cfg.storage.data_dir / "index", map_size=cfg.storage.index_map_size_bytes,
+                    sync=True)
+    w.close()
+
+
+class Arbiter:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.n_workers = cfg.worker_count
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.children: dict[int, Child] = {}
+        self.stopping = False
+        self.exit_code = 0
+        self.ready_sent = False
+        self.cb: ControlBlock | None = None
+        self.listener: socket.socket | None = None
+        self.channels: dict[int, WorkerChannels] = {}
+        self.rings: dict[int, list[Ring]] = {}
+        self.acceptor_chan: socket.socket | None = None
+        self.writer_chan: socket.socket | None = None
+        self._peer_ends: list[socket.socket] = []
+        self._last_watchdog = 0.0
+
+    # ---- boot --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg = self.cfg
+        data = Path(cfg.storage.data_dir)
+        prepare_data_dir(data)
+        ensure_index(cfg)
+        self.listener = bind_listener(cfg.network.host, cfg.network.port)
+        port = self.listener.getsockname()[1]
+        self.cb = ControlBlock.create(FIRST_WORKER_SLOT + self.n_workers)
+        self.cb.global_area.arbiter_pid = os.getpid()
+        self.cb.global_area.set_disk(True, 0)
+        me = self.cb.slot(SLOT_ARBITER)
+        me.claim(Role.ARBITER, 1)
+        me.pid = os.getpid()
+        me.state = ProcState.READY
+        for i in range(self.n_workers):
+            ch, rings = WorkerChannels.create(
+                i, 1, cfg.processes.ring_bytes, cfg.processes.reply_ring_bytes
+            )
+            self.channels[i], self.rings[i] = ch, rings
+        self.acceptor_chan, acc_end = channel_pair()
+        self.writer_chan, wr_end = channel_pair()
+        self._peer_ends = [acc_end, wr_end]
+        self._install_signals()
+        log.info("arbiter.starting", port=port, workers=self.n_workers,
+                 durability=cfg.storage.durability.value, data=str(data))
+        self._spawn_writer(wr_end)
+        for i in range(self.n_workers):
+            self._spawn_worker(i)
+        self._spawn_acceptor(acc_end)
+        self._spawn_exporter()
+        acc_end.close()
+        wr_end.close()
+        for rings in self.rings.values():  # children hold their own copies now
+            for r in rings:
+                r.close()
+        self.rings.clear()
+        try:
+            return self._loop()
+        finally:
+            self.listener.close()
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                    signal.SIGCHLD):
+            signal.signal(sig, lambda s, _f: self.signals.put_nowait(s))
+
+    # ---- forking -----------------------------------------------------------------------
+
+    def _fork(self, role: Role, index: int, generation: int, name: str,
+              target: Callable[[], int]) -> int:
+        assert self.cb is not None
+        slot = self.cb.slot(index)
+        slot.claim(role, generation)
+        pid = os.fork()
+        if pid:
+            slot.pid = pid
+            self.children[pid] = Child(role, index, pid, generation)
+            return pid
+        code = 1
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                        signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            configure_logging(self.cfg.log_level, role=name)
+            slot.pid = os.getpid()
+            code = target()
+        except BaseException:  # noqa: BLE001 - the child must never return into the arbiter
+            get_logger(name).exception(f"{name}.crashed")
+        finally:
+            os._exit(code)
+
+    def _close_foreign(self, keep: set[int]) -> None:
+        """In a child: drop inherited ring mappings and fds it does not use."""
+        for slot, rings in self.rings.items():
+            for r in rings:
+                if id(r) not in keep:
+                    with contextlib.suppress(OSError):
+                        r.close()
+
+    def _spawn_writer(self, chan: socket.socket) -> None:
+        slots = [(ch.slot, ch.generation, ch.index, ch.acks) for ch in self.channels.values()]
+        cfg, cb = self.cfg, self.cb
+        assert cb is not None
+
+        def target() -> int:
+            from workers.indexer import run_index_writer
+
+            assert self.acceptor_chan is not None and self.writer_chan is not None
+            self.acceptor_chan.close()
+            self.writer_chan.close()
+            me = cb.slot(SLOT_WRITER)
+
+            def beat(n: int) -> None:
+                me.heartbeat()
+                me.in_flight = n
+
+            def ready() -> None:
+                me.state = ProcState.READY
+
+            self._close_foreign(set())
+            return run_index_writer(cfg, slots, chan, beat, ready)
+
+        self._fork(Role.INDEX_WRITER, SLOT_WRITER, 1, "index_writer", target)
+
+    def _spawn_worker(self, i: int) -> None:
+        ch = self.channels[i]
+        cfg, cb = self.cfg, self.cb
+        assert cb is not None
+        index = FIRST_WORKER_SLOT + i
+
+        def target() -> int:
+            from workers.process import WorkerHooks, run_worker
+
+            self._close_children_sockets()
+            me = cb.slot(index)
+
+            def ready() -> None:
+                me.state = ProcState.READY
+
+            def beat(n: int) -> None:
+                me.heartbeat()
+                me.in_flight = n
+
+            mine = {id(r) for r in self.rings.get(i, [])}
+            self._close_foreign(mine)
+            return run_worker(cfg, ch, WorkerHooks(ready=ready, heartbeat=beat))
+
+        self._fork(Role.WORKER, index, ch.generation, "worker", target)
+
+    def _close_children_sockets(self) -> None:
+        for s in (self.acceptor_chan, self.writer_chan, *self._peer_ends, self.listener):
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def _spawn_acceptor(self, chan: socket.socket) -> None:
+        cfg, cb, listener = self.cfg, self.cb, self.listener
+        assert cb is not None and listener is not None
+        links = [(ch.slot, ch.generation, ch.jobs, ch.replies) for ch in self.channels.values()]
+        worker_slots = {i: FIRST_WORKER_SLOT + i for i in range(self.n_workers)}
+
+        def target() -> int:
+            from appliance.acceptor.server import AcceptorSetup, run_acceptor
+
+            assert self.acceptor_chan is not None and self.writer_chan is not None
+            self.acceptor_chan.close()
+            self.writer_chan.close()
+            self._close_foreign(set())
+            setup = AcceptorSetup(cfg, listener, cb, SLOT_ACCEPTOR, worker_slots, links, chan)
+            return run_acceptor(setup)
+
+        self._fork(Role.ACCEPTOR, SLOT_ACCEPTOR, 1, "acceptor", target)
+
+    def _spawn_exporter(self, generation: int = 1) -> None:
+        cfg, cb = self.cfg, self.cb
+        assert cb is not None
+
+        def target() -> int:
+            from metrics.exporter import run_exporter
+
+            self._close_children_sockets()
+            self._close_foreign(set())
+            return run_exporter(cb, SLOT_EXPORTER, cfg.http.host, cfg.http.port,
+                                Path(cfg.storage.data_dir), cfg.processes.heartbeat_timeout_s)
+
+        self._fork(Role.EXPORTER, SLOT_EXPORTER, generation, "exporter", target)
+
+    def _replace_worker(self, child: Child) -> None:
+        i = child.index - FIRST_WORKER_SLOT
+        gen = child.generation + 1
+        ch, rings = WorkerChannels.create(
+            i, gen, self.cfg.processes.ring_bytes, self.cfg.processes.reply_ring_bytes
+        )
+        self.channels[i], self.rings[i] = ch, rings
+        self._spawn_worker(i)
+        assert self.acceptor_chan is not None and self.writer_chan is not None
+        header = {"kind": "worker_rings", "slot": i, "generation": gen}
+        for chan, fds in ((self.acceptor_chan, [*ch.jobs, *ch.replies]),
+                          (self.writer_chan, [*ch.index, *ch.acks])):
+            try:
+                send_with_fds(chan, header, fds)
+            except OSError as exc:
+                log.error("arbiter.channel_failed", error=str(exc))
+        for r in rings:
+            r.close()
+        self.rings.pop(i, None)
+        data = Path(self.cfg.storage.data_dir)
+        for leftover in (data / "tmp").glob(f"{child.pid}-*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        log.info("worker.restarted", slot=i, generation=gen)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def _loop(self) -> int:
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: self._graceful,
+            signal.SIGINT: self._graceful,
+            signal.SIGQUIT: self._fast,
+            signal.SIGHUP: self._hup,
+            signal.SIGCHLD: lambda: None,
+        }
+        try:
+            while True:
+                try:
+                    sig = self.signals.get(timeout=_TICK_S)
+                    handlers.get(sig, lambda: None)()
+                except queue.Empty:
+                    pass
+                self._reap()
+                self._check_heartbeats()
+                self._notify_systemd()
+                if self.stopping and not self.children:
+                    return self.exit_code
+        except HaltAppliance as halt:
+            log.error("arbiter.halting", exit_code=halt.exit_code, reason=str(halt))
+            self._kill_all(signal.SIGTERM)
+            self._wait_children(self.cfg.processes.graceful_timeout_s)
+            self._kill_all(signal.SIGKILL)
+            self._wait_children(5.0)
+            return halt.exit_code
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            cause = _exit_cause(status)
+            assert self.cb is not None
+            self.cb.slot(child.index).state = ProcState.STOPPED
+            if self.stopping:
+                log.info("arbiter.child_exited", role=child.role.name.lower(), pid=pid,
+                         cause=cause)
+                continue
+            log.error("worker.died" if child.role is Role.WORKER else "arbiter.child_died",
+                      role=child.role.name.lower(), pid=pid, cause=cause)
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+            if code == EXIT_BOOT_FAILED:
+                raise HaltAppliance(EXIT_BOOT_FAILED, f"{child.role.name.lower()} failed to boot")
+            if child.role is Role.WORKER:
+                self._replace_worker(child)
+            elif child.role is Role.EXPORTER:
+                self._spawn_exporter(child.generation + 1)
+            else:
+                raise HaltAppliance(1, f"{child.role.name.lower()} died ({cause})")
+
+    def _check_heartbeats(self) -> None:
+        assert self.cb is not None
+        now = time.monotonic_ns()
+        timeout_ns = self.cfg.processes.heartbeat_timeout_s * 1e9
+        for child in list(self.children.values()):
+            slot = self.cb.slot(child.index)
+            beat = slot.heartbeat_ns
+            if beat == 0:
+                # Not yet beating: allow boot time (numba warm-up, LMDB open).
+                if time.monotonic() - child.started < self.cfg.processes.heartbeat_timeout_s:
+                    continue
+            elif now - beat < timeout_ns:
+                continue
+            sig = signal.SIGKILL if child.abort_sent else signal.SIGABRT
+            log.error("arbiter.heartbeat_timeout", role=child.role.name.lower(), pid=child.pid,
+                      signal=sig.name)
+            child.abort_sent = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, sig)
+
+    def _all_ready(self) -> bool:
+        assert self.cb is not None
+        states = {c.role: [] for c in self.children.values()}  # type: dict[Role, list[bool]]
+        for c in self.children.values():
+            states[c.role].append(self.cb.slot(c.index).state is ProcState.READY)
+        return (any(states.get(Role.WORKER, [])) and all(states.get(Role.ACCEPTOR, [False]))
+                and all(states.get(Role.INDEX_WRITER, [False])))
+
+    def _notify_systemd(self) -> None:
+        assert self.cb is not None
+        if self.stopping:
+            return
+        healthy = self._all_ready()
+        if healthy and not self.ready_sent:
+            self.ready_sent = True
+            self.cb.global_area.appliance_state = ApplianceState.READY
+            systemd.notify("READY=1\nSTATUS=accepting associations")
+            log.info("arbiter.ready", port=self._port())
+        interval = systemd.watchdog_interval_s()
+        if interval and healthy and time.monotonic() - self._last_watchdog >= interval:
+            self._last_watchdog = time.monotonic()
+            systemd.notify("WATCHDOG=1")
+
+    def _port(self) -> int:
+        return self.listener.getsockname()[1] if self.listener else 0
+
+    # ---- stopping ------------------------------------------------------------------------
+
+    def _graceful(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        assert self.cb is not None
+        self.cb.global_area.appliance_state = ApplianceState.DRAINING
+        systemd.notify("STOPPING=1")
+        log.info("arbiter.stopping", mode="graceful")
+        grace = self.cfg.processes.graceful_timeout_s
+        # Order: the acceptor drains its associations; then workers finish what they hold;
+        # then the index writer commits the last batch; the exporter goes last.
+        self._stop_role(Role.ACCEPTOR, grace + 5)
+        self._stop_role(Role.WORKER, 10)
+        self._stop_role(Role.INDEX_WRITER, 10)
+        self._stop_role(Role.EXPORTER, 5)
+
+    def _fast(self) -> None:
+        self.stopping = True
+        log.info("arbiter.stopping", mode="fast")
+        self._kill_all(signal.SIGKILL)
+        self._wait_children(5.0)
+
+    def _hup(self) -> None:
+        log.info("arbiter.hup_ignored", reason="no reloadable settings yet")
+
+    def _stop_role(self, role: Role, timeout_s: float) -> None:
+        pids = [c.pid for c in self.children.values() if c.role is role]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while any(c.role is role for c in self.children.values()):
+            if time.monotonic() > deadline:
+                log.warning("arbiter.stop_timeout", role=role.name.lower())
+                for pid in [c.pid for c in self.children.values() if c.role is role]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+            self._reap_blocking(0.05)
+
+    def _reap_blocking(self, wait_s: float) -> None:
+        time.sleep(wait_s)
+        self._reap()
+
+    def _kill_all(self, sig: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _wait_children(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid:
+                self.children.pop(pid, None)
+            else:
+                time.sleep(0.05)
+
+
+def serve(cfg: Config) -> int:
+    configure_logging(cfg.log_level, role="arbiter")
+    try:
+        return Arbiter(cfg).run()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            log.error("arbiter.boot_failed", error=f"port {cfg.network.port} in use")
+            return EXIT_BOOT_FAILED
+        raise

@@ -1,0 +1,201 @@
+"""`pacs ingest`: headless bulk ingest through the same workers and index writer as C-STORE.
+
+THEORY OF OPERATION
+-------------------
+The driver is a small arbiter without a network: it forks an index writer and N workers
+wired with the same WorkerChannels as `pacs serve`, then feeds each worker INGEST records
+(one file path each, at most ``_WINDOW`` outstanding per worker) and tallies the INGESTED
+outcomes. Workers run the exact store pipeline of C-STORE (spool, parse, validate, place,
+index, durable commit), so an ingested object is indistinguishable from a received one.
+
+It is safe to run while `pacs serve` uses the same data directory: LMDB serialises the two
+index writers' transactions, and the duplicate check happens inside the write transaction,
+so a SOP Instance UID is never indexed twice. Re-running is idempotent (duplicates are kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+
+from appliance.arbiter import ensure_index, prepare_data_dir
+from appliance.config import Config
+from appliance.ipc.channels import WorkerChannels
+from appliance.ipc.kinds import Flag, Kind
+from appliance.ipc.ring import Ring
+from metrics.logging import configure as configure_logging
+
+_WINDOW = 16
+
+
+@dataclass
+class Summary:
+    stored: int = 0
+    duplicates: int = 0
+    not_dicom: int = 0
+    failed: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.stored + self.duplicates + self.not_dicom + self.failed
+
+    def add(self, path: str, outcome: dict[str, object]) -> None:
+        kind = str(outcome.get("outcome", "failed"))
+        if kind in ("stored", "overwritten"):
+            self.stored += 1
+        elif kind in ("duplicate", "duplicate_kept", "rejected"):
+            self.duplicates += 1
+        elif kind == "not_dicom":
+            self.not_dicom += 1
+        else:
+            self.failed += 1
+            self.failures.append({"path": path, "reason": str(outcome.get("reason", kind))})
+
+
+def iter_files(paths: list[Path]) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    yield Path(root) / name
+        elif p.exists():
+            yield p
+
+
+def _fork(target: object, *args: object) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        configure_logging("warning", role="ingest")
+        code = target(*args)  # type: ignore[operator]
+    finally:
+        os._exit(code)
+
+
+def _writer_child(cfg: Config, slots: list[tuple[int, int, tuple[int, int, int],
+                                                 tuple[int, int, int]]]) -> int:
+    from workers.indexer import run_index_writer
+
+    return run_index_writer(cfg, slots, None, lambda _n: None, lambda: None)
+
+
+def _worker_child(cfg: Config, ch: WorkerChannels) -> int:
+    from workers.process import WorkerHooks, run_worker
+
+    return run_worker(cfg, ch, WorkerHooks(ready=lambda: None, heartbeat=lambda _n: None))
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total = total
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def update(self, s: Summary, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.last < 0.2):
+            return
+        self.last = now
+        rate = s.done / max(now - self.start, 1e-6)
+        width = 30
+        filled = int(width * s.done / self.total) if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        sys.stderr.write(f"\r[{bar}] {s.done}/{self.total} {rate:,.0f} files/s "
+                         f"stored={s.stored} dup={s.duplicates} failed={s.failed}")
+        if force:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool) -> int:
+    configure_logging("warning", role="ingest")
+    data = Path(cfg.storage.data_dir)
+    prepare_data_dir(data)
+    ensure_index(cfg)
+    files = [str(p) for p in iter_files(paths)]
+    n = max(1, min(cfg.worker_count, len(files) or 1))
+    chans: list[WorkerChannels] = []
+    rings: list[Ring] = []
+    for i in range(n):
+        ch, rs = WorkerChannels.create(i, 1, 4 * 1024 * 1024, 4 * 1024 * 1024)
+        chans.append(ch)
+        rings += rs
+    pids = [_fork(_writer_child, cfg, [(c.slot, 1, c.index, c.acks) for c in chans])]
+    pids += [_fork(_worker_child, cfg, c) for c in chans]
+    jobs = [Ring.attach(c.jobs) for c in chans]
+    replies = [Ring.attach(c.replies) for c in chans]
+    for r in rings:
+        r.close()
+    summary = Summary()
+    bar = _Progress(progress and not as_json, len(files))
+    try:
+        _drive(files, jobs, replies, summary, bar)
+    finally:
+        for pid in pids[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in pids[1:]:
+            os.waitpid(pid, 0)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[0], signal.SIGTERM)
+        os.waitpid(pids[0], 0)
+    bar.update(summary, force=True)
+    out = {"stored": summary.stored, "duplicates": summary.duplicates,
+           "not_dicom": summary.not_dicom, "failed": summary.failed,
+           "failures": summary.failures}
+    if as_json:
+        print(json.dumps(out))
+    else:
+        print(f"stored {summary.stored}, duplicates {summary.duplicates}, "
+              f"not DICOM {summary.not_dicom}, failed {summary.failed}")
+        for f in summary.failures[:50]:
+            print(f"  failed: {f['path']}: {f['reason']}")
+    return 1 if summary.failed else 0
+
+
+def _drive(files: list[str], jobs: list[Ring], replies: list[Ring], summary: Summary,
+           bar: _Progress) -> None:
+    outstanding: list[dict[int, str]] = [{} for _ in jobs]
+    poller = select.poll()
+    for r in replies:
+        poller.register(r.data_fd, select.POLLIN)
+    next_file = 0
+    job_id = 0
+    while next_file < len(files) or any(outstanding):
+        for w, ring in enumerate(jobs):
+            put = False
+            while next_file < len(files) and len(outstanding[w]) < _WINDOW:
+                job_id += 1
+                path = files[next_file]
+                if not ring.try_put(Kind.INGEST, 0, job_id, Flag.NONE, 0, path.encode(),
+                                    notify=False):
+                    break
+                outstanding[w][job_id] = path
+                next_file += 1
+                put = True
+            if put:
+                ring.notify()
+        poller.poll(1000)
+        for w, ring in enumerate(replies):
+            ring.drain_doorbell()
+            while (got := ring.get_copy()) is not None:
+                hdr, payload = got
+                if hdr.kind == Kind.INGESTED:
+                    path = outstanding[w].pop(hdr.msg_id, "?")
+                    summary.add(path, msgpack.unpackb(payload))
+        bar.update(summary)

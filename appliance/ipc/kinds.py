@@ -1,0 +1,40 @@
+"""Record kinds and flags carried in ring headers between the appliance's processes.
+
+Acceptor -> worker (per-worker job ring):
+  OPEN     assoc_id; payload msgpack {calling_ae, called_ae, peer, peer_max_pdu, contexts}
+  COMMAND  assoc_id, msg_id, aux=context id; payload = the whole command set (group 0000)
+  DATA     assoc_id, msg_id, aux=context id, flags LAST on the final fragment; payload = PDV data
+  CLOSE    assoc_id; flags ABORTED when the association did not end by release
+  INGEST   msg_id = job id; payload = file path (utf-8)  [headless ingest driver -> worker]
+Worker -> acceptor (per-worker reply ring):
+  SEND     assoc_id, msg_id; payload = PDV items of one P-DATA-TF; flags FINAL when this PDU
+           ends the response to msg_id (the acceptor then forgets the operation)
+  ABORT    assoc_id, aux = A-ABORT reason: the worker asks for the association to be aborted
+  INGESTED msg_id = job id; payload msgpack outcome  [worker -> ingest driver]
+Worker -> index writer:   INDEX  msg_id = token; aux = duplicate policy; payload = packed record
+Index writer -> worker:   INDEXED msg_id = token; aux = outcome code; payload = old relpath
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+
+class Kind(IntEnum):
+    OPEN = 1
+    COMMAND = 2
+    DATA = 3
+    CLOSE = 4
+    INGEST = 5
+    SEND = 16
+    ABORT = 17
+    INGESTED = 18
+    INDEX = 32
+    INDEXED = 33
+
+
+class Flag(IntFlag):
+    NONE = 0
+    LAST = 1
+    FINAL = 2
+    ABORTED = 4

@@ -1,0 +1,267 @@
+"""Association negotiation policy: A-ASSOCIATE-RQ in, A-ASSOCIATE-AC or -RJ out (PS3.8 §9.3,
+PS3.7 Annex D). Pure: no I/O, no state; the acceptor applies association-count limits itself
+and uses ``reject_busy`` for those.
+
+Decisions documented here (each is a deliberate choice among what PS3.8 allows):
+- Zero acceptable presentation contexts -> A-ASSOCIATE-RJ permanent, source 1, reason 1 (no
+  reason given), as DCMTK storescp does. PS3.8 would allow an AC with every context
+  rejected, but the requestor could do nothing with it; an RJ states the outcome at once.
+  ``reject_if_no_contexts=False`` restores the AC.
+- Transfer syntax: the first of ``transfer_syntax_preference`` (native encodings) that the
+  requestor proposed; otherwise the requestor's first proposed encapsulated or JPIP syntax,
+  which we store exactly as received (no transcoding). With ``prefer_encapsulated`` an
+  encapsulated syntax proposed before every native one wins, sparing the requestor a
+  decompression.
+- Rejected contexts carry the first proposed transfer syntax (or Implicit VR LE): PS3.8
+  §9.3.3.2 says the field is not tested then, but a non-empty UID is safest for old decoders.
+- SCP/SCU Role Selection (PS3.7 D.3.3.4) is answered for SOP classes of accepted contexts:
+  the requestor's SCU role is granted as proposed (we are the SCP: Storage, Verification);
+  the requestor's SCP role (us acting as SCU, i.e. C-GET sub-operations) only for the SOP
+  classes in ``scp_role_sop_classes`` (none until C-GET is served).
+- Asynchronous Operations Window (PS3.7 D.3.3.3): answered (1, 1) when proposed: we perform
+  operations serially on each association.
+- User Identity (PS3.7 D.3.3.7): not authenticated yet, so never a User Identity AC; a
+  requestor that requested a positive response then decides whether to go on. SOP Class
+  (Common) Extended Negotiation is not answered, which PS3.7 D.3.3.5/6 defines as "not
+  supported".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from appliance.negotiation.sop_classes import (
+    ENCAPSULATED_TRANSFER_SYNTAXES,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_TRANSFER_SYNTAXES,
+    REFERENCED_TRANSFER_SYNTAXES,
+    STORAGE_SOP_CLASSES,
+    VERIFICATION,
+)
+from appliance.ul.pdu import (
+    APPLICATION_CONTEXT_NAME,
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    AsynchronousOperationsWindow,
+    ImplementationClassUID,
+    ImplementationVersionName,
+    MaximumLength,
+    PresentationContextAC,
+    PresentationContextRQ,
+    PresentationResult,
+    RoleSelection,
+    UserInformation,
+    UserSubItem,
+)
+
+# A UUID-derived UID (PS3.5 B.2) identifying this implementation; no organisation root needed.
+IMPLEMENTATION_CLASS_UID = "2.25.110644245515791858236152589235373083154"
+IMPLEMENTATION_VERSION_NAME = "PYINGEST_0_1"  # PS3.7 D.3.3.2: 1-16 characters
+
+_AS_RECEIVED = frozenset(ENCAPSULATED_TRANSFER_SYNTAXES + REFERENCED_TRANSFER_SYNTAXES)
+
+
+class RejectResult(IntEnum):
+    """PS3.8 Table 9-21 Result."""
+
+    PERMANENT = 1
+    TRANSIENT = 2
+
+
+class RejectSource(IntEnum):
+    """PS3.8 Table 9-21 Source."""
+
+    SERVICE_USER = 1
+    SERVICE_PROVIDER_ACSE = 2
+    SERVICE_PROVIDER_PRESENTATION = 3
+
+
+class UserRejectReason(IntEnum):
+    """PS3.8 Table 9-21 Reason/Diag. when the source is 1 (service-user)."""
+
+    NO_REASON_GIVEN = 1
+    APPLICATION_CONTEXT_NOT_SUPPORTED = 2
+    CALLING_AE_NOT_RECOGNIZED = 3
+    CALLED_AE_NOT_RECOGNIZED = 7
+
+
+class AcseRejectReason(IntEnum):
+    """PS3.8 Table 9-21 Reason/Diag. when the source is 2 (service-provider, ACSE)."""
+
+    NO_REASON_GIVEN = 1
+    PROTOCOL_VERSION_NOT_SUPPORTED = 2
+
+
+class PresentationRejectReason(IntEnum):
+    """PS3.8 Table 9-21 Reason/Diag. when the source is 3 (service-provider, presentation)."""
+
+    TEMPORARY_CONGESTION = 1
+    LOCAL_LIMIT_EXCEEDED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiationPolicy:
+    """What this AE accepts. AE titles compare exactly, after padding spaces are stripped."""
+
+    ae_title: str
+    require_called_ae: bool = False  # False: any Called AE Title is accepted
+    allowed_calling_aes: frozenset[str] | None = None  # None: any Calling AE Title
+    promiscuous: bool = False  # accept any abstract syntax (unknown storage SOP classes)
+    transfer_syntax_preference: tuple[str, ...] = NATIVE_TRANSFER_SYNTAXES
+    prefer_encapsulated: bool = False
+    max_pdu_bytes: int = 1_048_576  # PS3.8 D.1 Maximum Length we receive; 0 = unlimited
+    implementation_class_uid: str = IMPLEMENTATION_CLASS_UID
+    implementation_version_name: str = IMPLEMENTATION_VERSION_NAME
+    extra_abstract_syntaxes: frozenset[str] = frozenset()  # e.g. Q/R models, later issues
+    scp_role_sop_classes: frozenset[str] = frozenset()
+    reject_if_no_contexts: bool = True
+
+    def accepts_abstract_syntax(self, uid: str) -> bool:
+        return (
+            self.promiscuous
+            or uid == VERIFICATION
+            or uid in STORAGE_SOP_CLASSES
+            or uid in self.extra_abstract_syntaxes
+        )
+
+
+def reject_busy(reason: int = PresentationRejectReason.TEMPORARY_CONGESTION) -> AssociateRJ:
+    """Transient rejection by the presentation provider (PS3.8 Table 9-21, source 3):
+    reason 1 temporary congestion, 2 local limit exceeded."""
+    return AssociateRJ(
+        result=RejectResult.TRANSIENT,
+        source=RejectSource.SERVICE_PROVIDER_PRESENTATION,
+        reason=PresentationRejectReason(reason),  # ValueError for anything but 1 or 2
+    )
+
+
+def _permanent(source: int, reason: int) -> AssociateRJ:
+    return AssociateRJ(result=RejectResult.PERMANENT, source=source, reason=reason)
+
+
+def choose_transfer_syntax(policy: NegotiationPolicy, proposed: tuple[str, ...]) -> str | None:
+    """The transfer syntax we accept from ``proposed``, or None (PS3.8 §9.3.3.2 result 4)."""
+    as_received = next((ts for ts in proposed if ts in _AS_RECEIVED), None)
+    if policy.prefer_encapsulated and as_received is not None:
+        first_native = next(
+            (i for i, ts in enumerate(proposed) if ts in policy.transfer_syntax_preference),
+            len(proposed),
+        )
+        if proposed.index(as_received) < first_native:
+            return as_received
+    for ts in policy.transfer_syntax_preference:
+        if ts in proposed:
+            return ts
+    return as_received
+
+
+def _answer_context(
+    policy: NegotiationPolicy, pc: PresentationContextRQ, seen: set[int]
+) -> PresentationContextAC:
+    filler = pc.transfer_syntaxes[0] if pc.transfer_syntaxes else IMPLICIT_VR_LITTLE_ENDIAN
+    if pc.context_id in seen or pc.context_id % 2 == 0:
+        # PS3.8 §9.3.2.2: ids are distinct odd integers; a broken one cannot be accepted.
+        return PresentationContextAC(pc.context_id, PresentationResult.NO_REASON, filler)
+    seen.add(pc.context_id)
+    if not policy.accepts_abstract_syntax(pc.abstract_syntax):
+        return PresentationContextAC(
+            pc.context_id, PresentationResult.ABSTRACT_SYNTAX_NOT_SUPPORTED, filler
+        )
+    chosen = choose_transfer_syntax(policy, pc.transfer_syntaxes)
+    if chosen is None:
+        return PresentationContextAC(
+            pc.context_id, PresentationResult.TRANSFER_SYNTAXES_NOT_SUPPORTED, filler
+        )
+    return PresentationContextAC(pc.context_id, PresentationResult.ACCEPTANCE, chosen)
+
+
+def _user_information(
+    policy: NegotiationPolicy, rq: AssociateRQ, accepted_abstract: set[str]
+) -> UserInformation:
+    items: list[UserSubItem] = [
+        MaximumLength(policy.max_pdu_bytes),
+        ImplementationClassUID(policy.implementation_class_uid),
+        ImplementationVersionName(policy.implementation_version_name),
+    ]
+    if rq.user_information.of_type(AsynchronousOperationsWindow):
+        items.append(AsynchronousOperationsWindow(1, 1))
+    answered: set[str] = set()
+    for item in rq.user_information.items:
+        if not isinstance(item, RoleSelection):
+            continue
+        uid = item.sop_class_uid
+        if uid not in accepted_abstract or uid in answered:
+            continue  # PS3.7 D.3.3.4: at most one reply per SOP class
+        answered.add(uid)
+        items.append(
+            RoleSelection(
+                sop_class_uid=uid,
+                scu_role=item.scu_role,
+                scp_role=item.scp_role and uid in policy.scp_role_sop_classes,
+            )
+        )
+    return UserInformation(tuple(items))
+
+
+def negotiate(policy: NegotiationPolicy, rq: AssociateRQ) -> AssociateAC | AssociateRJ:
+    """Answer an A-ASSOCIATE-RQ (PS3.8 §9.3.2-9.3.4, PS3.7 Annex D)."""
+    if not rq.protocol_version & 1:
+        # PS3.8 §9.3.2: bit 0 (version 1) must be set.
+        return _permanent(
+            RejectSource.SERVICE_PROVIDER_ACSE, AcseRejectReason.PROTOCOL_VERSION_NOT_SUPPORTED
+        )
+    if rq.application_context != APPLICATION_CONTEXT_NAME:
+        return _permanent(
+            RejectSource.SERVICE_USER, UserRejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED
+        )
+    if policy.require_called_ae and rq.called_ae.strip() != policy.ae_title.strip():
+        return _permanent(RejectSource.SERVICE_USER, UserRejectReason.CALLED_AE_NOT_RECOGNIZED)
+    if (
+        policy.allowed_calling_aes is not None
+        and rq.calling_ae.strip() not in policy.allowed_calling_aes
+    ):
+        return _permanent(RejectSource.SERVICE_USER, UserRejectReason.CALLING_AE_NOT_RECOGNIZED)
+
+    seen: set[int] = set()
+    answers = tuple(_answer_context(policy, pc, seen) for pc in rq.presentation_contexts)
+    accepted_ids = {a.context_id for a in answers if a.result == PresentationResult.ACCEPTANCE}
+    if not accepted_ids and policy.reject_if_no_contexts:
+        return _permanent(RejectSource.SERVICE_USER, UserRejectReason.NO_REASON_GIVEN)
+    accepted_abstract = {
+        pc.abstract_syntax for pc in rq.presentation_contexts if pc.context_id in accepted_ids
+    }
+    return AssociateAC(
+        called_ae=rq.called_ae,
+        calling_ae=rq.calling_ae,
+        presentation_contexts=answers,
+        user_information=_user_information(policy, rq, accepted_abstract),
+        application_context=APPLICATION_CONTEXT_NAME,
+    )
+
+
+def accepted_contexts(ac: AssociateAC, rq: AssociateRQ) -> dict[int, tuple[str, str]]:
+    """Context id -> (abstract syntax, transfer syntax) for every accepted context."""
+    abstract = {pc.context_id: pc.abstract_syntax for pc in rq.presentation_contexts}
+    return {
+        pc.context_id: (abstract[pc.context_id], pc.transfer_syntax)
+        for pc in ac.presentation_contexts
+        if pc.result == PresentationResult.ACCEPTANCE and pc.context_id in abstract
+    }
+
+
+__all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "NegotiationPolicy",
+    "AcseRejectReason",
+    "PresentationRejectReason",
+    "RejectResult",
+    "RejectSource",
+    "accepted_contexts",
+    "choose_transfer_syntax",
+    "negotiate",
+    "reject_busy",
+    "UserRejectReason",
+]

@@ -1,0 +1,104 @@
+"""The exporter process: management HTTP (/livez, /readyz, /status) on its own address.
+
+It only reads the shared control block, so a scrape never touches the acceptor's event loop.
+It also samples the data volume's free space into the control block (readiness input).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from appliance.ipc.control import ControlBlock, ProcState
+from metrics.health import liveness, readiness, status
+
+log = structlog.get_logger(component="exporter")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        srv = self.server
+        path = self.path.split("?", 1)[0]
+        if path == "/livez":
+            h = liveness(srv.cb, srv.heartbeat_timeout_s)
+            self._json(200 if h.ok else 503, h.body())
+        elif path == "/readyz":
+            h = readiness(srv.cb, srv.heartbeat_timeout_s)
+            self._json(200 if h.ok else 503, h.body())
+        elif path == "/status":
+            self._json(200, status(srv.cb))
+        else:
+            self._json(404, {"error": "not found"})
+
+    def _json(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        return  # access logs would drown journald; Prometheus scrapes every few seconds
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    cb: ControlBlock
+    heartbeat_timeout_s: float
+
+
+def _disk_sampler(cb: ControlBlock, data_dir: Path, min_free_bytes: int,
+                  stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            st = os.statvfs(data_dir)
+            free = st.f_bavail * st.f_frsize
+            cb.global_area.set_disk(free >= min_free_bytes, free)
+        except OSError:
+            cb.global_area.set_disk(False, 0)
+        stop.wait(2.0)
+
+
+def run_exporter(
+    cb: ControlBlock, slot_index: int, host: str, port: int, data_dir: Path,
+    heartbeat_timeout_s: float, min_free_bytes: int = 0,
+) -> int:
+    me = cb.slot(slot_index)
+    srv = _Server((host, port), _Handler)
+    srv.cb = cb
+    srv.heartbeat_timeout_s = heartbeat_timeout_s
+    stop = threading.Event()
+    threading.Thread(target=_disk_sampler, args=(cb, data_dir, min_free_bytes, stop),
+                     daemon=True).start()
+
+    def _term(_signo: int, _frame: object) -> None:
+        stop.set()
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ppid = os.getppid()
+
+    def _beat() -> None:
+        while not stop.is_set():
+            me.heartbeat()
+            if os.getppid() != ppid:
+                _term(0, None)
+            stop.wait(0.5)
+
+    threading.Thread(target=_beat, daemon=True).start()
+    me.state = ProcState.READY
+    log.info("exporter.listening", address=f"{host}:{srv.server_address[1]}")
+    srv.serve_forever(poll_interval=0.5)
+    srv.server_close()
+    return 0

@@ -1,0 +1,216 @@
+"""The index writer process: the only LMDB writer, committing in groups (DESIGN step 6-7).
+
+THEORY OF OPERATION
+-------------------
+Every worker has an ``index`` ring (records in) and an ``acks`` ring (acknowledgements out).
+The loop waits on all index doorbells, takes every record visible on every ring (up to
+``batch_max``), optionally waits ``batch_window_ms`` for more, then:
+
+  batch mode: syncfs(data dir)   - every object file of the batch (and its directory entry)
+                                   reaches the disk in one flush;
+              commit, synced     - the records become durable together;
+  fsync mode: the workers already fsync'd each file; commit, synced;
+  os mode:    commit without sync (survives our crash, not power loss);
+
+and only then acknowledges each record to its worker, which answers the peer. So a Success
+C-STORE-RSP always follows the durable commit of its record. Group commit needs no timer: while
+one batch syncs, the next accumulates.
+
+Acks that do not fit in a worker's ack ring wait in memory (bounded by that worker's index ring
+capacity) and are retried when the ring signals space; the writer never blocks on a worker.
+When the arbiter replaces a worker it sends the new ring fds over the control socket; the old
+index ring is drained (its files exist; committing them is harmless) before it is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from appliance.config import Config, DuplicatePolicy, Durability
+from appliance.ipc.fdpass import recv_with_fds
+from appliance.ipc.kinds import Flag, Kind
+from appliance.ipc.ring import Ring
+from workers.durability import syncfs
+from workers.index.schema import unpack_record
+from workers.index.writer import IndexWriter
+
+log = structlog.get_logger(component="index_writer")
+
+_POLICIES = [DuplicatePolicy.KEEP, DuplicatePolicy.OVERWRITE, DuplicatePolicy.REJECT]
+
+
+@dataclass
+class SlotRings:
+    slot: int
+    generation: int
+    index: Ring
+    acks: Ring
+    backlog: deque[tuple[int, int, bytes]] = field(default_factory=deque)
+    retired: bool = False
+
+
+class IndexWriterProcess:
+    def __init__(
+        self,
+        cfg: Config,
+        slots: list[tuple[int, int, tuple[int, int, int], tuple[int, int, int]]],
+        control: socket.socket | None,
+        heartbeat: Callable[[int], None],
+    ) -> None:
+        self.cfg = cfg
+        self.data_dir = Path(cfg.storage.data_dir)
+        self.mode = cfg.storage.durability
+        self.writer = IndexWriter(
+            self.data_dir / "index",
+            map_size=cfg.storage.index_map_size_bytes,
+            sync=self.mode is not Durability.OS,
+        )
+        self.rings: dict[int, SlotRings] = {}
+        self.retired: list[SlotRings] = []
+        for slot, gen, idx_fds, ack_fds in slots:
+            self.rings[slot] = SlotRings(slot, gen, Ring.attach(idx_fds), Ring.attach(ack_fds))
+        self.control = control
+        self.heartbeat = heartbeat
+        self.stopping = False
+        self.commits = 0
+
+    def _all(self) -> list[SlotRings]:
+        return [*self.rings.values(), *self.retired]
+
+    def run(self) -> int:
+        ppid = os.getppid()
+        while True:
+            poller = select.poll()
+            for sr in self._all():
+                poller.register(sr.index.data_fd, select.POLLIN)
+                if sr.backlog:
+                    poller.register(sr.acks.space_fd, select.POLLIN)
+            if self.control is not None:
+                poller.register(self.control.fileno(), select.POLLIN)
+            ready = poller.poll(1000)
+            if self.control is not None and any(fd == self.control.fileno() for fd, _ in ready):
+                self._control()
+            self._cycle()
+            self.heartbeat(sum(len(s.backlog) for s in self._all()))
+            if os.getppid() != ppid or (self.stopping and not self._pending()):
+                return 0
+
+    def _pending(self) -> bool:
+        return any(s.index.pending_bytes() or s.backlog for s in self._all())
+
+    def _cycle(self) -> None:
+        batch = self._collect()
+        if batch and self.cfg.storage.batch_window_ms > 0 and len(batch) < self.cfg.storage.batch_max:
+            time.sleep(self.cfg.storage.batch_window_ms / 1000)
+            batch += self._collect(self.cfg.storage.batch_max - len(batch))
+        if batch:
+            self._commit(batch)
+        for sr in self._all():
+            self._flush_backlog(sr)
+        self._drop_drained_retired()
+
+    def _collect(self, limit: int | None = None) -> list[tuple[SlotRings, int, int, bytes]]:
+        limit = self.cfg.storage.batch_max if limit is None else limit
+        out: list[tuple[SlotRings, int, int, bytes]] = []
+        for sr in self._all():
+            ring = sr.index
+            ring.drain_doorbell()
+            while len(out) < limit and (got := ring.get_copy()) is not None:
+                hdr, payload = got
+                if hdr.kind == Kind.INDEX:
+                    out.append((sr, hdr.msg_id, hdr.aux, payload))
+        return out
+
+    def _commit(self, batch: list[tuple[SlotRings, int, int, bytes]]) -> None:
+        if self.mode is Durability.BATCH:
+            syncfs(self.data_dir)  # files of this batch reach the disk before their records
+        by_policy: dict[int, list[int]] = {}
+        for i, (_, _, policy, _) in enumerate(batch):
+            by_policy.setdefault(policy, []).append(i)
+        results: dict[int, tuple[int, str]] = {}
+        for policy, idxs in by_policy.items():
+            records = [unpack_record(batch[i][3]) for i in idxs]
+            outcomes = self.writer.apply_batch(records, _POLICIES[policy])
+            for i, res in zip(idxs, outcomes, strict=True):
+                results[i] = (int(res.outcome), res.old_relpath or "")
+        self.commits += 1
+        for i, (sr, token, _, _) in enumerate(batch):
+            code, old = results[i]
+            sr.backlog.append((token, code, old.encode()))
+        for sr in {b[0].slot: b[0] for b in batch}.values():
+            self._flush_backlog(sr)
+
+    def _flush_backlog(self, sr: SlotRings) -> None:
+        put = False
+        while sr.backlog:
+            token, code, old = sr.backlog[0]
+            if not sr.acks.try_put(Kind.INDEXED, 0, token, Flag.NONE, code, old, notify=False):
+                break
+            sr.backlog.popleft()
+            put = True
+        if put:
+            sr.acks.notify()
+
+    def _drop_drained_retired(self) -> None:
+        keep = []
+        for sr in self.retired:
+            if sr.index.pending_bytes() == 0:
+                sr.index.drain_doorbell()
+            if sr.index.pending_bytes() == 0 and sr.index.peek() is None:
+                sr.index.close()
+                sr.acks.close()
+            else:
+                keep.append(sr)
+        self.retired = keep
+
+    def _control(self) -> None:
+        assert self.control is not None
+        got = recv_with_fds(self.control)
+        if got is None:
+            return
+        header, fds = got
+        if header.get("kind") != "worker_rings":
+            return
+        slot, gen = int(header["slot"]), int(header["generation"])
+        old = self.rings.get(slot)
+        if old is not None:
+            old.backlog.clear()  # acks to a dead worker are pointless
+            self.retired.append(old)
+        self.rings[slot] = SlotRings(
+            slot, gen, Ring.attach((fds[0], fds[1], fds[2]), own=True),
+            Ring.attach((fds[3], fds[4], fds[5]), own=True),
+        )
+        log.info("index_writer.rings_replaced", slot=slot, generation=gen)
+
+
+def run_index_writer(
+    cfg: Config,
+    slots: list[tuple[int, int, tuple[int, int, int], tuple[int, int, int]]],
+    control: socket.socket | None,
+    heartbeat: Callable[[int], None],
+    ready: Callable[[], None],
+) -> int:
+    try:
+        proc = IndexWriterProcess(cfg, slots, control, heartbeat)
+    except Exception:  # noqa: BLE001 - boot failure is reported by exit code
+        log.exception("index_writer.boot_failed")
+        return 3
+
+    def _term(_signo: int, _frame: object) -> None:
+        proc.stopping = True
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ready()
+    log.info("index_writer.started", durability=cfg.storage.durability.value)
+    return proc.run()

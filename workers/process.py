@@ -1,0 +1,203 @@
+"""The worker process: a synchronous loop over its job ring and its index-ack ring.
+
+THEORY OF OPERATION
+-------------------
+Forked by the arbiter (or the ingest driver). Everything heavy (LMDB, pydicom) is set up here,
+after the fork. The loop blocks in poll() on two doorbells: ``jobs`` (records from the acceptor
+or the ingest driver) and ``acks`` (commit acknowledgements from the index writer). Records are
+consumed in place (payload views into shared memory) and released as soon as they are handled.
+Outbound records are put without ringing; each outbound ring touched in an iteration is rung
+once at the end of it (one eventfd write per batch, not per record).
+
+A record handler that raises is a bug: it is logged with the association and the loop goes on
+(the per-job boundary of STYLE 2.5); an LMDB or mmap error exits with EXIT_STATE_CORRUPT so the
+arbiter replaces the process.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import structlog
+
+from appliance.config import Config, DuplicatePolicy, Durability
+from appliance.dimse.fragment import PduParts
+from appliance.ipc.channels import WorkerChannels
+from appliance.ipc.kinds import Flag, Kind
+from appliance.ipc.ring import Record, Ring
+from workers.index.reader import IndexReader
+from workers.index.schema import InstanceRecord, Outcome, pack_record
+from workers.service import AssociationState, Services
+from workers.store import StoreSettings
+
+log = structlog.get_logger(component="worker")
+
+EXIT_OK = 0
+EXIT_BOOT_FAILED = 3
+EXIT_STATE_CORRUPT = 4
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1461.1.1"
+IMPLEMENTATION_VERSION_NAME = "PACS_APPL_010"
+_PUT_TIMEOUT_S = 30.0
+_POLICY_CODES = {DuplicatePolicy.KEEP: 0, DuplicatePolicy.OVERWRITE: 1, DuplicatePolicy.REJECT: 2}
+
+
+@dataclass
+class WorkerHooks:
+    """How the worker reports to its supervisor (the control block, in the appliance)."""
+
+    ready: Callable[[], None]
+    heartbeat: Callable[[int], None]  # in-flight operations
+    should_exit: Callable[[], bool] = lambda: False
+
+
+class RingOutbox:
+    """The worker's Outbox: puts records on the replies and index rings."""
+
+    def __init__(self, replies: Ring, index: Ring) -> None:
+        self.replies = replies
+        self.index = index
+        self.dirty: set[Ring] = set()
+
+    def _put(self, ring: Ring, kind: int, assoc: int, msg: int, flags: int, aux: int,
+             *parts: bytes | memoryview) -> None:
+        if not ring.try_put(kind, assoc, msg, flags, aux, *parts, notify=False):
+            ring.notify()  # let the consumer see what is there before we wait for space
+            ring.put_blocking(kind, assoc, msg, flags, aux, *parts, timeout_s=_PUT_TIMEOUT_S)
+        self.dirty.add(ring)
+
+    def send_pdus(self, assoc_id: int, msg_id: int, pdus: list[PduParts], final: bool) -> None:
+        last = len(pdus) - 1
+        for i, parts in enumerate(pdus):
+            flags = Flag.FINAL if (final and i == last) else Flag.NONE
+            self._put(self.replies, Kind.SEND, assoc_id, msg_id, flags, 0, *parts)
+
+    def abort(self, assoc_id: int, reason: int) -> None:
+        self._put(self.replies, Kind.ABORT, assoc_id, 0, Flag.NONE, reason, b"")
+
+    def request_index(self, token: int, record: InstanceRecord, policy: DuplicatePolicy) -> None:
+        self._put(self.index, Kind.INDEX, 0, token, Flag.NONE, _POLICY_CODES[policy],
+                  pack_record(record))
+
+    def ingested(self, job_id: int, outcome: dict[str, object]) -> None:
+        self._put(self.replies, Kind.INGESTED, 0, job_id, Flag.NONE, 0,
+                  msgpack.packb(outcome))
+
+    def flush(self) -> None:
+        for ring in self.dirty:
+            ring.notify()
+        self.dirty.clear()
+
+
+def store_settings(cfg: Config) -> StoreSettings:
+    return StoreSettings(
+        data_dir=cfg.storage.data_dir,
+        fsync_each=cfg.storage.durability is Durability.FSYNC,
+        max_dataset_bytes=cfg.network.max_dataset_bytes,
+        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+        implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+    )
+
+
+class Worker:
+    def __init__(self, cfg: Config, channels: WorkerChannels, hooks: WorkerHooks) -> None:
+        self.cfg = cfg
+        self.hooks = hooks
+        self.jobs = Ring.attach(channels.jobs)
+        self.replies = Ring.attach(channels.replies)
+        self.index_ring = Ring.attach(channels.index)
+        self.acks = Ring.attach(channels.acks)
+        self.outbox = RingOutbox(self.replies, self.index_ring)
+        self.reader = IndexReader(Path(cfg.storage.data_dir) / "index")
+        self.services = Services(
+            store_settings(cfg), cfg.storage.duplicate_policy, self.reader, self.outbox
+        )
+        self.stopping = False
+
+    def run(self) -> int:
+        poller = select.poll()
+        poller.register(self.jobs.data_fd, select.POLLIN)
+        poller.register(self.acks.data_fd, select.POLLIN)
+        self.hooks.ready()
+        ppid = os.getppid()
+        while True:
+            poller.poll(1000)
+            self.jobs.drain_doorbell()
+            self._drain_jobs()
+            self.acks.drain_doorbell()
+            self._drain_acks()
+            self.outbox.flush()
+            self.hooks.heartbeat(self.services.in_flight)
+            if os.getppid() != ppid:
+                log.warning("worker.orphaned")
+                return EXIT_OK
+            if (self.stopping or self.hooks.should_exit()) and self.services.in_flight == 0:
+                return EXIT_OK
+
+    def _drain_jobs(self) -> None:
+        ring = self.jobs
+        while (rec := ring.peek()) is not None:
+            try:
+                self._handle_job(rec)
+            except Exception:  # noqa: BLE001 - per-job boundary (STYLE 2.5)
+                log.exception("worker.internal_error", kind=rec.kind, assoc_id=rec.assoc_id)
+            finally:
+                del rec
+                ring.release()
+
+    def _handle_job(self, rec: Record) -> None:
+        kind = rec.kind
+        svc = self.services
+        if kind == Kind.DATA:
+            svc.data(rec.assoc_id, rec.aux, rec.payload, bool(rec.flags & Flag.LAST))
+        elif kind == Kind.COMMAND:
+            svc.command(rec.assoc_id, rec.aux, rec.payload)
+        elif kind == Kind.OPEN:
+            info = msgpack.unpackb(rec.payload)
+            svc.open(AssociationState(
+                assoc_id=rec.assoc_id,
+                calling_ae=info["calling_ae"],
+                called_ae=info["called_ae"],
+                peer_max_pdu=info["peer_max_pdu"],
+                contexts={int(k): (v[0], v[1]) for k, v in info["contexts"].items()},
+            ))
+        elif kind == Kind.CLOSE:
+            svc.close(rec.assoc_id)
+        elif kind == Kind.INGEST:
+            svc.ingest_file(rec.msg_id, Path(bytes(rec.payload).decode()))
+        else:
+            log.error("worker.unknown_record", kind=kind)
+
+    def _drain_acks(self) -> None:
+        ring = self.acks
+        while (got := ring.get_copy()) is not None:
+            hdr, payload = got
+            try:
+                self.services.indexed(hdr.msg_id, Outcome(hdr.aux), payload.decode())
+            except Exception:  # noqa: BLE001 - per-job boundary (STYLE 2.5)
+                log.exception("worker.internal_error", kind=hdr.kind)
+
+
+def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks) -> int:
+    """Entry point in the forked child."""
+    try:
+        worker = Worker(cfg, channels, hooks)
+    except Exception:  # noqa: BLE001 - boot failure is reported by exit code
+        log.exception("worker.boot_failed")
+        return EXIT_BOOT_FAILED
+
+    def _term(_signo: int, _frame: object) -> None:
+        worker.stopping = True
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the arbiter decides; Ctrl-C hits the group
+    start = time.monotonic()
+    log.info("worker.started", slot=channels.slot, generation=channels.generation,
+             boot_s=round(time.monotonic() - start, 3))
+    return worker.run()

@@ -1,0 +1,353 @@
+"""DIMSE services inside a worker: C-ECHO and C-STORE SCP, plus file ingest (PS3.4 A, B).
+
+THEORY OF OPERATION
+-------------------
+The acceptor hands this worker whole command sets (COMMAND) and streamed data set fragments
+(DATA) of the associations pinned to it. Per association at most one message is being received
+at a time (PS3.8 Annex E: PDVs of different messages are not interleaved on an association),
+so ``AssociationState.receiving`` is the one StoreJob (or sink) the next DATA belongs to.
+
+A finished StoreJob becomes an index record sent to the index writer under a token; the
+C-STORE-RSP is emitted only when the writer's INDEXED acknowledgement for that token comes back
+(Success = on disk and indexed, per the durability mode). Every exit path of a store either
+answers the peer or was dropped because the association itself is gone.
+
+The service talks to the outside world only through the ``Outbox`` protocol, so it is tested
+without rings or processes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from appliance.config import DuplicatePolicy
+from appliance.dimse.command import (
+    CEchoRQ,
+    CEchoRSP,
+    CommandSetError,
+    CStoreRQ,
+    CStoreRSP,
+    GenericCommand,
+    decode_message,
+    encode_message,
+)
+from appliance.dimse.fragment import PduParts, fragment_message
+from appliance.dimse.responses import RequestIdentity, status_response
+from appliance.dimse.status import Status
+from appliance.errors import IngestError
+from workers.index.reader import IndexReader
+from workers.index.schema import InstanceRecord, Outcome
+from workers.part10 import NotDicomError, read_part10_header
+from workers.store import StoreJob, StoreSettings
+
+log = structlog.get_logger(component="worker")
+
+VERIFICATION = "1.2.840.10008.1.1"
+_INGEST_CHUNK = 1024 * 1024
+
+
+class Outbox(Protocol):
+    def send_pdus(self, assoc_id: int, msg_id: int, pdus: list[PduParts], final: bool) -> None:
+        ...
+    def abort(self, assoc_id: int, reason: int) -> None: ...
+    def request_index(self, token: int, record: InstanceRecord, policy: DuplicatePolicy) -> None:
+        ...
+    def ingested(self, job_id: int, outcome: dict[str, object]) -> None: ...
+
+
+@dataclass(slots=True)
+class Receiving:
+    """The message whose data set is arriving on an association."""
+
+    msg_id: int
+    context_id: int
+    command: CStoreRQ | None  # None: a data set we only drain (unsupported operation)
+    job: StoreJob | None
+    refusal: tuple[int, str] | None = None  # answer this status once the data set is drained
+    drained_rsp: bytes = b""  # the response to send after draining an unsupported operation
+
+
+@dataclass(slots=True)
+class AssociationState:
+    assoc_id: int
+    calling_ae: str
+    called_ae: str
+    peer_max_pdu: int
+    contexts: dict[int, tuple[str, str]]  # context id -> (abstract syntax, transfer syntax)
+    receiving: Receiving | None = None
+
+
+@dataclass(slots=True)
+class PendingIndex:
+    """A store waiting for the index writer."""
+
+    assoc_id: int  # 0 for headless ingest
+    msg_id: int  # message id, or the ingest job id
+    context_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    relpath: str
+    size_bytes: int
+    started_ns: int = field(default_factory=time.monotonic_ns)
+
+
+@dataclass
+class ServiceCounters:
+    stored: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    echoes: int = 0
+
+
+class Services:
+    """Per-worker DIMSE state machine over all associations pinned to this worker."""
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        policy: DuplicatePolicy,
+        index: IndexReader,
+        outbox: Outbox,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.index = index
+        self.outbox = outbox
+        self.associations: dict[int, AssociationState] = {}
+        self.pending: dict[int, PendingIndex] = {}
+        self.counters = ServiceCounters()
+        self._tokens = itertools.count(1)
+
+    # ---- association lifecycle ---------------------------------------------------------
+
+    def open(self, state: AssociationState) -> None:
+        self.associations[state.assoc_id] = state
+
+    def close(self, assoc_id: int) -> None:
+        state = self.associations.pop(assoc_id, None)
+        if state is not None and state.receiving is not None and state.receiving.job:
+            state.receiving.job.discard()  # peer gone mid-dataset: no half-written file
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.pending) + sum(
+            1 for a in self.associations.values() if a.receiving is not None
+        )
+
+    # ---- DIMSE messages ----------------------------------------------------------------
+
+    def command(self, assoc_id: int, context_id: int, data: memoryview) -> None:
+        state = self.associations.get(assoc_id)
+        if state is None:
+            return
+        try:
+            msg = decode_message(data)
+        except CommandSetError as exc:
+            log.warning("dimse.abort_sent", assoc_id=assoc_id, error=str(exc))
+            self.outbox.abort(assoc_id, 0)
+            return
+        if isinstance(msg, CEchoRQ):
+            self.counters.echoes += 1
+            rsp = CEchoRSP(
+                message_id_being_responded_to=msg.message_id,
+                affected_sop_class_uid=msg.affected_sop_class_uid or VERIFICATION,
+                status=Status.SUCCESS,
+            )
+            self._respond(state, context_id, msg.message_id, encode_message(rsp))
+        elif isinstance(msg, CStoreRQ):
+            self._begin_store(state, context_id, msg)
+        else:
+            self._refuse(state, context_id, msg)
+
+    def _refuse(self, state: AssociationState, context_id: int, msg: object) -> None:
+        """An operation we don't serve: 0x0211 (PS3.7 C.5.x), after draining its data set."""
+        elements = msg.to_elements() if isinstance(msg, GenericCommand) else {}
+        rq = RequestIdentity.from_elements(elements)
+        if rq is None:  # e.g. a response sent to us: nothing to answer, protocol misuse
+            self.outbox.abort(state.assoc_id, 0)
+            return
+        rsp = status_response(rq, Status.UNRECOGNIZED_OPERATION)
+        log.info("dimse.refused", assoc_id=state.assoc_id, command_field=rq.command_field,
+                 status=Status.UNRECOGNIZED_OPERATION)
+        if rq.has_data_set:
+            state.receiving = Receiving(rq.message_id, context_id, None, None, None, rsp)
+        else:
+            self._respond(state, context_id, rq.message_id, rsp)
+
+    def _begin_store(self, state: AssociationState, context_id: int, rq: CStoreRQ) -> None:
+        ctx = state.contexts.get(context_id)
+        refusal: tuple[int, str] | None = None
+        if ctx is None:
+            refusal = (Status.SOP_CLASS_NOT_SUPPORTED, "presentation context not accepted")
+        elif ctx[0] != rq.affected_sop_class_uid:
+            refusal = (
+                Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                "Affected SOP Class UID differs from the presentation context's",
+            )
+        job: StoreJob | None = None
+        if refusal is None and ctx is not None:
+            try:
+                job = StoreJob(
+                    self.settings,
+                    sop_class_uid=rq.affected_sop_class_uid,
+                    sop_instance_uid=rq.affected_sop_instance_uid,
+                    transfer_syntax_uid=ctx[1],
+                    calling_ae=state.calling_ae,
+                )
+            except OSError as exc:
+                refusal = (Status.OUT_OF_RESOURCES, f"cannot create spool file: {exc.strerror}")
+        state.receiving = Receiving(rq.message_id, context_id, rq, job, refusal)
+
+    def data(self, assoc_id: int, context_id: int, data: memoryview, last: bool) -> None:
+        state = self.associations.get(assoc_id)
+        if state is None or state.receiving is None:
+            return
+        rcv = state.receiving
+        if rcv.job is not None:
+            rcv.job.feed(data, last=last)
+        if not last:
+            return
+        state.receiving = None
+        if rcv.command is None:  # drained an unsupported operation's data set
+            self._respond(state, rcv.context_id, rcv.msg_id, rcv.drained_rsp)
+            return
+        if rcv.job is None:
+            status, comment = rcv.refusal or (Status.PROCESSING_FAILURE, "")
+            self._store_rsp(state, rcv.context_id, rcv.command, status, comment)
+            return
+        self._finish_store(state, rcv.context_id, rcv.command, rcv.job)
+
+    def _finish_store(
+        self, state: AssociationState, context_id: int, rq: CStoreRQ, job: StoreJob
+    ) -> None:
+        try:
+            attrs, relpath = job.prepare()
+            existing = self.index.get_instance(rq.affected_sop_instance_uid)
+            if existing is not None and self.policy is not DuplicatePolicy.OVERWRITE:
+                job.discard()
+                if self.policy is DuplicatePolicy.REJECT:
+                    self.counters.failed += 1
+                    self._store_rsp(state, context_id, rq, Status.DUPLICATE_SOP_INSTANCE,
+                                    "SOP Instance already stored")
+                else:
+                    self.counters.duplicates += 1
+                    self._store_rsp(state, context_id, rq, Status.SUCCESS, None)
+                return
+            record = job.commit(attrs, relpath)
+        except IngestError as exc:
+            self.counters.failed += 1
+            log.warning("store.failed", assoc_id=state.assoc_id, status=exc.status,
+                        error=str(exc))
+            self._store_rsp(state, context_id, rq, exc.status, str(exc)[:64])
+            return
+        token = next(self._tokens)
+        self.pending[token] = PendingIndex(
+            state.assoc_id, rq.message_id, context_id, rq.affected_sop_class_uid,
+            rq.affected_sop_instance_uid, relpath, record.size_bytes,
+        )
+        self.outbox.request_index(token, record, self.policy)
+
+    def indexed(self, token: int, outcome: Outcome, old_relpath: str) -> None:
+        """The index writer committed (durably, per mode) the record sent under ``token``."""
+        p = self.pending.pop(token, None)
+        if p is None:
+            return
+        if outcome is Outcome.OVERWRITTEN and old_relpath and old_relpath != p.relpath:
+            _unlink_quietly(self.settings.data_dir / old_relpath)
+        if outcome is Outcome.REJECTED:
+            status, comment = Status.DUPLICATE_SOP_INSTANCE, "SOP Instance already stored"
+            self.counters.failed += 1
+        else:
+            status, comment = Status.SUCCESS, None
+            if outcome is Outcome.DUPLICATE_KEPT:
+                self.counters.duplicates += 1
+            else:
+                self.counters.stored += 1
+        if p.assoc_id == 0:
+            self.outbox.ingested(p.msg_id, {"outcome": outcome.name.lower(), "status": status})
+            return
+        state = self.associations.get(p.assoc_id)
+        if state is None:
+            return  # association gone; the object is stored and indexed all the same
+        rsp = CStoreRSP(
+            message_id_being_responded_to=p.msg_id,
+            affected_sop_class_uid=p.sop_class_uid,
+            affected_sop_instance_uid=p.sop_instance_uid,
+            status=status,
+            error_comment=comment,
+        )
+        self._respond(state, p.context_id, p.msg_id, encode_message(rsp))
+
+    def _store_rsp(
+        self, state: AssociationState, context_id: int, rq: CStoreRQ, status: int,
+        comment: str | None,
+    ) -> None:
+        rsp = CStoreRSP(
+            message_id_being_responded_to=rq.message_id,
+            affected_sop_class_uid=rq.affected_sop_class_uid,
+            affected_sop_instance_uid=rq.affected_sop_instance_uid,
+            status=status,
+            error_comment=comment,
+        )
+        self._respond(state, context_id, rq.message_id, encode_message(rsp))
+
+    def _respond(self, state: AssociationState, context_id: int, msg_id: int, cmd: bytes) -> None:
+        pdus = fragment_message(context_id, cmd, None, state.peer_max_pdu)
+        self.outbox.send_pdus(state.assoc_id, msg_id, pdus, True)
+
+    # ---- headless ingest (`pacs ingest`) --------------------------------------------
+
+    def ingest_file(self, job_id: int, path: Path) -> None:
+        """Store one file through the same pipeline as C-STORE (no network)."""
+        try:
+            info = read_part10_header(path)
+        except NotDicomError as exc:
+            self.outbox.ingested(job_id, {"outcome": "not_dicom", "reason": str(exc)})
+            return
+        except OSError as exc:
+            self.outbox.ingested(job_id, {"outcome": "failed", "reason": exc.strerror or ""})
+            return
+        try:
+            job = StoreJob(
+                self.settings,
+                sop_class_uid=info.sop_class_uid,
+                sop_instance_uid=info.sop_instance_uid,
+                transfer_syntax_uid=info.transfer_syntax_uid,
+                calling_ae=info.source_ae,
+            )
+            with open(path, "rb") as fh:
+                fh.seek(info.dataset_offset)
+                chunk = fh.read(_INGEST_CHUNK)
+                while chunk:
+                    nxt = fh.read(_INGEST_CHUNK)
+                    job.feed(memoryview(chunk), last=not nxt)
+                    chunk = nxt
+            attrs, relpath = job.prepare()
+            existing = self.index.get_instance(info.sop_instance_uid)
+            if existing is not None and self.policy is not DuplicatePolicy.OVERWRITE:
+                job.discard()
+                outcome = "duplicate" if self.policy is DuplicatePolicy.KEEP else "rejected"
+                self.outbox.ingested(job_id, {"outcome": outcome})
+                return
+            record = job.commit(attrs, relpath)
+        except (IngestError, OSError) as exc:
+            self.outbox.ingested(job_id, {"outcome": "failed", "reason": str(exc)})
+            return
+        token = next(self._tokens)
+        self.pending[token] = PendingIndex(
+            0, job_id, 0, info.sop_class_uid, info.sop_instance_uid, relpath, record.size_bytes
+        )
+        self.outbox.request_index(token, record, self.policy)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

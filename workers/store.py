@@ -1,0 +1,234 @@
+"""One object on its way to disk: spool, parse, validate, place (DESIGN "Ingest data flow").
+
+THEORY OF OPERATION
+-------------------
+A ``StoreJob`` is created when a C-STORE-RQ command (or a file to ingest) is known, before any
+dataset byte arrives: the command already names the SOP Class/Instance and the presentation
+context the transfer syntax, so the File Meta group is packed up front and the dataset
+fragments are appended to a temp file in ``<data>/tmp`` as they come (a 2 GB object never sits
+in memory). The first ``HEAD_BYTES`` of the dataset are also kept in memory for the header walk.
+
+``finish()`` parses and validates, makes the file durable when the mode asks for it, and
+renames it into ``<data>/objects/...``. Invariants:
+  - a file under objects/ is always complete (rename is atomic, same filesystem);
+  - on any failure the temp file is removed (``discard()`` is idempotent);
+  - the caller sends the returned record to the index writer and answers the peer only after
+    the index writer acknowledged it (Success means stored *and* indexed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.dimse.status import Status
+from appliance.errors import IngestError
+from workers.durability import fsync_dir
+from workers.header import (
+    IndexAttributes,
+    NeedMoreData,
+    read_index_attributes,
+    validate_against_command,
+)
+from workers.index.schema import InstanceRecord
+from workers.layout import object_relpath
+from workers.part10 import build_file_meta
+
+HEAD_BYTES = 64 * 1024
+_WRITE_COALESCE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    data_dir: Path
+    fsync_each: bool  # durability "fsync": fsync file + directory before the index record
+    max_dataset_bytes: int  # 0 = unlimited
+    implementation_class_uid: str
+    implementation_version_name: str
+
+
+class StoreJob:
+    """Spool one dataset to a temp file; see the module docstring."""
+
+    _seq = itertools.count()
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+    ) -> None:
+        self.settings = settings
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+        self.transfer_syntax_uid = transfer_syntax_uid
+        self.calling_ae = calling_ae
+        self.tmp_path = settings.data_dir / "tmp" / f"{os.getpid()}-{next(self._seq)}.part"
+        self._fd: int | None = os.open(
+            self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+        )
+        self._meta = build_file_meta(
+            media_storage_sop_class_uid=sop_class_uid,
+            media_storage_sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            source_ae_title=calling_ae,
+            implementation_class_uid=settings.implementation_class_uid,
+            implementation_version_name=settings.implementation_version_name,
+        )
+        self._pending: list[bytes | memoryview] = [self._meta]
+        self._pending_bytes = len(self._meta)
+        self.head = bytearray()
+        self.dataset_bytes = 0
+        self.failed: IngestError | None = None
+
+    # ---- streaming ---------------------------------------------------------------------
+
+    def feed(self, data: memoryview, *, last: bool) -> None:
+        """Append one fragment. ``data`` may point into a ring: it is consumed before return."""
+        if self.failed is not None:
+            return  # keep draining the peer's fragments; the failure is answered at the end
+        n = len(data)
+        self.dataset_bytes += n
+        limit = self.settings.max_dataset_bytes
+        if limit and self.dataset_bytes > limit:
+            self.fail(IngestError(f"data set exceeds {limit} bytes", Status.OUT_OF_RESOURCES))
+            return
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        if self._pending_bytes + n < _WRITE_COALESCE_BYTES and not last:
+            self._pending.append(bytes(data))  # small fragment: coalesce into fewer writes
+            self._pending_bytes += n
+            return
+        self._pending.append(data)
+        try:
+            self._flush()
+        except OSError as exc:
+            self.fail(_os_failure(exc))
+
+    def _flush(self) -> None:
+        assert self._fd is not None
+        bufs = self._pending
+        total = sum(len(b) for b in bufs)
+        written = os.writev(self._fd, bufs)
+        if written != total:  # short write (e.g. disk full on the next call): finish by hand
+            rest = b"".join(bytes(b) for b in bufs)[written:]
+            view = memoryview(rest)
+            while view:
+                k = os.write(self._fd, view)
+                view = view[k:]
+        self._pending = []
+        self._pending_bytes = 0
+
+    def fail(self, error: IngestError) -> None:
+        if self.failed is None:
+            self.failed = error
+        self._pending = []
+        self._close()
+
+    # ---- completion --------------------------------------------------------------------
+
+    def prepare(self) -> tuple[IndexAttributes, str]:
+        """Flush, parse and validate; returns the attributes and the object's relative path.
+
+        Raises IngestError (after discarding the temp file) when the object is refused."""
+        try:
+            if self.failed is not None:
+                raise self.failed
+            if self._pending:
+                self._flush()
+            attrs = self._parse()
+            validate_against_command(attrs, self.sop_class_uid, self.sop_instance_uid)
+        except IngestError:
+            self.discard()
+            raise
+        except OSError as exc:
+            self.discard()
+            raise _os_failure(exc) from exc
+        relpath = object_relpath(
+            attrs.study_instance_uid, attrs.series_instance_uid, attrs.sop_instance_uid
+        )
+        return attrs, relpath
+
+    def commit(
+        self, attrs: IndexAttributes, relpath: str, received_at: float | None = None
+    ) -> InstanceRecord:
+        """Make the file durable (per mode) and rename it into place; returns the index record."""
+        try:
+            assert self._fd is not None
+            if self.settings.fsync_each:
+                os.fsync(self._fd)
+            self._close()
+            final = self.settings.data_dir / relpath
+            created = _ensure_dir(final.parent)
+            os.rename(self.tmp_path, final)
+            if self.settings.fsync_each:
+                for d in (final.parent, *created):
+                    fsync_dir(d)
+        except OSError as exc:
+            self.discard()
+            raise _os_failure(exc) from exc
+        return InstanceRecord.from_attributes(
+            attrs,
+            relpath=relpath,
+            size_bytes=len(self._meta) + self.dataset_bytes,
+            transfer_syntax_uid=self.transfer_syntax_uid,
+            received_at=received_at if received_at is not None else time.time(),
+            calling_ae=self.calling_ae,
+        )
+
+    def _parse(self) -> IndexAttributes:
+        try:
+            return read_index_attributes(self.head, self.transfer_syntax_uid)
+        except NeedMoreData:
+            pass
+        with open(self.tmp_path, "rb") as fh:  # header longer than HEAD_BYTES: read the file
+            fh.seek(len(self._meta))
+            whole = fh.read()
+        return read_index_attributes(whole, self.transfer_syntax_uid)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        """Drop the temp file (idempotent)."""
+        self._close()
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
+
+
+_known_dirs: set[Path] = set()
+
+
+def _ensure_dir(path: Path) -> list[Path]:
+    """mkdir -p with a per-process cache; returns the parents of directories it created
+    (their entries must be fsync'd too in fsync mode)."""
+    if path in _known_dirs:
+        return []
+    created: list[Path] = []
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+            created.append(d.parent)
+        except FileExistsError:
+            pass
+    _known_dirs.add(path)
+    return created
+
+
+def _os_failure(exc: OSError) -> IngestError:
+    return IngestError(f"storage error: {exc.strerror or exc}", Status.OUT_OF_RESOURCES)
