@@ -126,8 +126,8 @@ class AssociateRejected:
 
 @dataclass(frozen=True, slots=True)
 class PDataReceived:
-    """P-DATA indication (DT-2, AR-6). PDV data are views into the receive buffer, valid until
-    the next ``receive_data``."""
+    """P-DATA indication (DT-2, AR-6). PDV data are zero-copy memoryviews of the received
+    bytes; ``PduBuffer`` never resizes memory a view points into, so they stay valid."""
 
     pdvs: tuple[PDV, ...]
 
@@ -344,7 +344,8 @@ class Association:
     def send(self, command: Command, now: float = 0.0) -> bytes:
         """Carry out a local primitive; return the bytes to write (may be empty).
 
-        Raises ``LocalULError`` when Table 9-10 does not allow it in the current state.
+        Raises ``LocalULError`` when Table 9-10 does not allow it in the current state, or the
+        PDU cannot be encoded; the state is then unchanged. ``Abort`` never raises (module doc).
         """
         evt = _COMMAND_EVT[type(command)]
         return self._apply_local(evt, command, now)
@@ -427,9 +428,7 @@ class Association:
 
     def _transport_closed(self) -> ConnectionClosed:
         """Evt17: AA-5 (Sta2), AA-4 (Sta3..Sta12), AR-5 (Sta13); reported in every state."""
-        action, nxt = transition(
-            self.state, Evt.EVT17_TRANSPORT_CLOSED, requestor=self._requestor
-        )
+        action, nxt = transition(self.state, Evt.EVT17_TRANSPORT_CLOSED, requestor=self._requestor)
         if action != INVALID:
             self.state = nxt
         self.deadline = None  # AA-5 and AR-5 stop ARTIM; in other states it is not running
@@ -462,9 +461,7 @@ class Association:
     def _provider_check(self, rq: AssociateRQ) -> AssociateRJ | None:
         """AE-6's "acceptable by service-provider" test (PS3.8 §9.2.2 Table 9-6)."""
         if not rq.protocol_version & 1:  # PS3.8 §9.3.2: only bit 0 (version 1) is tested
-            return AssociateRJ(
-                _RJ_PERMANENT, _RJ_SOURCE_ACSE_PROVIDER, _RJ_REASON_PROTOCOL_VERSION
-            )
+            return AssociateRJ(_RJ_PERMANENT, _RJ_SOURCE_ACSE_PROVIDER, _RJ_REASON_PROTOCOL_VERSION)
         if len(rq.presentation_contexts) > self.limits.max_presentation_contexts:
             return AssociateRJ(
                 _RJ_PERMANENT, _RJ_SOURCE_PRESENTATION_PROVIDER, _RJ_REASON_LOCAL_LIMIT
