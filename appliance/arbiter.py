@@ -201,10 +201,11 @@ class Arbiter:
             os._exit(code)
 
     def _close_foreign(self, keep: set[int]) -> None:
-        """In a child: drop inherited ring mappings and fds it does not use."""
-        for slot, rings in self.rings.items():
+        """In a child: drop inherited rings whose fds it does not use (``keep``: fds it will
+        attach), so a replaced worker's shared memory is not pinned by its siblings."""
+        for rings in self.rings.values():
             for r in rings:
-                if id(r) not in keep:
+                if not keep.intersection(r.fds):
                     with contextlib.suppress(OSError):
                         r.close()
 
@@ -228,7 +229,7 @@ class Arbiter:
             def ready() -> None:
                 me.state = ProcState.READY
 
-            self._close_foreign(set())
+            self._close_foreign({fd for c in self.channels.values() for fd in (*c.index, *c.acks)})
             return run_index_writer(cfg, slots, chan, beat, ready)
 
         self._fork(Role.INDEX_WRITER, SLOT_WRITER, 1, "index_writer", target)
@@ -252,8 +253,7 @@ class Arbiter:
                 me.heartbeat()
                 me.in_flight = n
 
-            mine = {id(r) for r in self.rings.get(i, [])}
-            self._close_foreign(mine)
+            self._close_foreign(set(ch.all_fds()))
             return run_worker(cfg, ch, WorkerHooks(ready=ready, heartbeat=beat))
 
         self._fork(Role.WORKER, index, ch.generation, "worker", target)
@@ -276,7 +276,8 @@ class Arbiter:
             assert self.acceptor_chan is not None and self.writer_chan is not None
             self.acceptor_chan.close()
             self.writer_chan.close()
-            self._close_foreign(set())
+            self._close_foreign({fd for c in self.channels.values()
+                                 for fd in (*c.jobs, *c.replies)})
             setup = AcceptorSetup(cfg, listener, cb, SLOT_ACCEPTOR, worker_slots, links, chan)
             return run_acceptor(setup)
 

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.config import Config, ConfigError, DuplicatePolicy, Durability, load
+from appliance.config import Config, DuplicatePolicy, Durability, load
+from appliance.errors import ConfigError
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -63,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """CLI flags in the shape of the TOML file (flags win over the file)."""
     out: dict[str, dict[str, Any]] = {"network": {}, "storage": {}, "processes": {}, "http": {}}
-    get = lambda name: getattr(args, name, None)  # noqa: E731
+
+    def get(name: str) -> Any:
+        return getattr(args, name, None)
+
     if get("port") is not None:
         out["network"]["port"] = args.port
     if get("host"):

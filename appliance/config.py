@@ -106,31 +106,35 @@ def _coerce(section: str, name: str, value: Any, target: Any) -> Any:
     """Convert a TOML value to the type of the default it replaces."""
     where = f"[{section}] {name}"
     try:
-        if isinstance(target, bool):
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if isinstance(target, StrEnum):
-            return type(target)(value)
-        if isinstance(target, Path):
-            return Path(value)
-        if isinstance(target, tuple):
-            if not isinstance(value, list | tuple):
-                raise TypeError
-            return tuple(str(v) for v in value)
-        if isinstance(target, float):
-            return float(value)
-        if isinstance(target, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError
-            return value
-        if isinstance(target, str):
-            if not isinstance(value, str):
-                raise TypeError
-            return value
+        return _convert(value, target)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: invalid value {value!r}") from exc
-    raise ConfigError(f"{where}: unsupported setting")
+
+
+def _convert(value: Any, target: Any) -> Any:
+    if isinstance(target, bool):
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if isinstance(target, StrEnum):
+        return type(target)(value)
+    if isinstance(target, Path):
+        return Path(value)
+    if isinstance(target, tuple):
+        if not isinstance(value, list | tuple):
+            raise TypeError
+        return tuple(str(v) for v in value)
+    if isinstance(target, float):
+        return float(value)
+    if isinstance(target, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError
+        return value
+    if isinstance(target, str):
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    raise TypeError("unsupported setting")
 
 
 def _apply(obj: Any, section: str, values: dict[str, Any]) -> Any:

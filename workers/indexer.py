@@ -110,9 +110,10 @@ class IndexWriterProcess:
 
     def _cycle(self) -> None:
         batch = self._collect()
-        if batch and self.cfg.storage.batch_window_ms > 0 and len(batch) < self.cfg.storage.batch_max:
-            time.sleep(self.cfg.storage.batch_window_ms / 1000)
-            batch += self._collect(self.cfg.storage.batch_max - len(batch))
+        st = self.cfg.storage
+        if batch and st.batch_window_ms > 0 and len(batch) < st.batch_max:
+            time.sleep(st.batch_window_ms / 1000)
+            batch += self._collect(st.batch_max - len(batch))
         if batch:
             self._commit(batch)
         for sr in self._all():

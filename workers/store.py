@@ -184,7 +184,8 @@ class StoreJob:
 
     def _parse(self) -> IndexAttributes:
         try:
-            return read_index_attributes(self.head, self.transfer_syntax_uid)
+            complete = len(self.head) >= self.dataset_bytes
+            return read_index_attributes(self.head, self.transfer_syntax_uid, complete=complete)
         except NeedMoreData:
             pass
         with open(self.tmp_path, "rb") as fh:  # header longer than HEAD_BYTES: read the file

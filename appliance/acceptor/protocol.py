@@ -67,6 +67,8 @@ log = structlog.get_logger(component="acceptor")
 
 TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 _PendingRecord = tuple[int, int, int, int, bytes]  # kind, msg_id, flags, aux, payload
+# Table 9-10 allows P-DATA requests (Evt9) in Sta6 and Sta8 only.
+_CAN_SEND = (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE)
 
 
 class DicomProtocol(asyncio.Protocol):
@@ -98,8 +100,7 @@ class DicomProtocol(asyncio.Protocol):
     # ---- transport callbacks (the per-association exception boundary) -----------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
         self.sock = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
@@ -319,7 +320,7 @@ class DicomProtocol(asyncio.Protocol):
             return
         try:
             if kind == Kind.SEND:
-                if self.conn.state in (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE):
+                if self.conn.state in _CAN_SEND:
                     self._write_pdu_items(payload)
                 if flags & Flag.FINAL:
                     self.in_flight.pop(msg_id, None)
@@ -344,7 +345,7 @@ class DicomProtocol(asyncio.Protocol):
             self.discard_msg = self.receiving  # drop the rest of the orphaned data set
         self.link = link
         link.associations.add(self)
-        if self.conn.state in (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE):
+        if self.conn.state in _CAN_SEND:
             for ident in failed:
                 ctx = next(iter(self.contexts))
                 rsp = status_response(ident, Status.PROCESSING_FAILURE, "worker process restarted")

@@ -190,9 +190,7 @@ def test_storescu_pydicom_test_files(
         found = stored_problems(app.data, cand.ds, calling_ae=CALLING_AE, record=records[cand.uid])
         problems += [f"{cand.path.name} [{cand.ts}]: {p}" for p in found]
     assert not problems, (
-        f"{len(problems)} problem(s) over {len(files)} files:\n"
-        + "\n".join(problems)
-        + f"\n{log}"
+        f"{len(problems)} problem(s) over {len(files)} files:\n" + "\n".join(problems) + f"\n{log}"
     )
 
 
@@ -247,18 +245,21 @@ def test_four_parallel_storescu(appliance: Appliance, small_corpus: list[Path]) 
     storescu = require_tool("storescu")
     cfg = storescu_config(appliance.root / "ct.cfg", ExplicitVRLittleEndian, [CTImageStorage])
     quarters = [small_corpus[i::4] for i in range(4)]
+
+    def command(i: int, files: list[Path]) -> list[str]:
+        return [
+            storescu, "-xf", str(cfg), "P", "-nh", "-aet", f"{CALLING_AE}{i}",
+            "-aec", appliance.ae_title, "127.0.0.1", str(appliance.port), *map(str, files),
+        ]  # fmt: skip
+
     procs = [
         subprocess.Popen(
-            [
-                storescu, "-xf", str(cfg), "P", "-nh", "-aet", f"{CALLING_AE}{i}",
-                "-aec", appliance.ae_title, "127.0.0.1", str(appliance.port),
-                *map(str, quarter),
-            ],
+            command(i, quarter),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=dcmtk_env(nodelay=True),
-        )  # fmt: skip
+        )
         for i, quarter in enumerate(quarters)
     ]
     outputs = []

@@ -121,9 +121,7 @@ def test_appliance_still_serves_after_garbage(raw_app: Appliance) -> None:
     """The abuse above must not have hurt the listener: a normal C-ECHO still works."""
     echoscu = require_tool("echoscu")
     exchange(raw_app, b"\x00" * 7, 0.5)
-    cp = run_tool(
-        [echoscu, "-aec", raw_app.ae_title, "127.0.0.1", str(raw_app.port)], timeout_s=30
-    )
+    cp = run_tool([echoscu, "-aec", raw_app.ae_title, "127.0.0.1", str(raw_app.port)], timeout_s=30)
     assert cp.returncode == 0, cp.stderr
     code, _ = raw_app.get("/readyz")
     assert code == 200

@@ -1,0 +1,310 @@
+"""Crashes and signals under load, against the real multiprocess appliance.
+
+Two pynetdicom associations send a stream of small CT objects while a worker is killed, the
+arbiter gets SIGTERM, or every process is killed. The invariant checked each time: every
+instance acknowledged with Success is on disk and in the index. Every operation must end with a
+status or, where the appliance is going away, a clean failure of the association; no operation
+may hang (pynetdicom's DIMSE timeout bounds each one).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from tests.conftest import Appliance, index_get_many, stored_problems, temp_files, wait_until
+from tests.fixtures.make_datasets import Hierarchy, make_ct, new_uid
+
+pytestmark = pytest.mark.system
+
+CALLING_AE = "CRASHTEST"
+DIMSE_TIMEOUT_S = 20
+REPLACE_TIMEOUT_S = 10.0
+GRACEFUL_S = 5.0
+
+
+def _is_failure(status: int) -> bool:
+    """PS3.4 B.2.3 / PS3.7 C: failure statuses (not success, not warning)."""
+    if status in (0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
+        return False  # warnings
+    return status != 0x0000
+
+
+@dataclass
+class Outcome:
+    ds: Dataset
+    status: int | None  # None: no C-STORE-RSP (timeout, abort, connection lost)
+    error: str | None = None
+
+
+@dataclass
+class StoreStream:
+    """One association sending C-STOREs in a thread until told to stop or it breaks."""
+
+    app: Appliance
+    name: str
+    seed: int
+    outcomes: list[Outcome] = field(default_factory=list)
+    end: str = ""  # how the stream ended: "released", or what broke it
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> StoreStream:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def _record(self, outcome: Outcome) -> None:
+        with self._cond:
+            self.outcomes.append(outcome)
+            self._cond.notify_all()
+
+    def _finish(self, end: str) -> None:
+        with self._cond:
+            self.end = end
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        rng = random.Random(self.seed)
+        ae = AE(ae_title=CALLING_AE)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = DIMSE_TIMEOUT_S
+        assoc = ae.associate("127.0.0.1", self.app.port, ae_title=self.app.ae_title)
+        if not assoc.is_established:
+            self._finish("association not established")
+            return
+        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        series = Hierarchy(f"{self.name}", new_uid(rng), new_uid(rng))
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            ds = make_ct(rng, series, instance_number=n)
+            try:
+                rsp = assoc.send_c_store(ds)
+            except Exception as exc:
+                self._record(Outcome(ds, None, repr(exc)))
+                self._finish(f"exception: {exc!r}")
+                return
+            self._record(Outcome(ds, int(rsp.Status) if "Status" in rsp else None))
+            if not assoc.is_established:
+                self._finish("association ended by the peer")
+                return
+        assoc.release()
+        self._finish("released")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout_s: float) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), f"{self.name} hung (pynetdicom timeouts exceeded)"
+
+    def wait_for(
+        self, predicate: Callable[[StoreStream], bool], timeout_s: float, what: str
+    ) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: predicate(self) or bool(self.end), timeout_s):
+                pytest.fail(f"{self.name}: timed out after {timeout_s} s waiting for {what}")
+        if not predicate(self):
+            pytest.fail(f"{self.name} ended ({self.end}) before {what}")
+
+    def successes(self) -> list[Dataset]:
+        with self._cond:
+            return [o.ds for o in self.outcomes if o.status == 0x0000]
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self.outcomes)
+
+
+def start_streams(app: Appliance, n: int = 2, min_successes: int = 10) -> list[StoreStream]:
+    streams = [StoreStream(app, f"S{i}", seed=1000 + i).start() for i in range(n)]
+    for s in streams:
+        s.wait_for(lambda st: len(st.successes()) >= min_successes, 30, "first successes")
+    return streams
+
+
+def stop_streams(streams: list[StoreStream], timeout_s: float = 2 * DIMSE_TIMEOUT_S + 10) -> None:
+    for s in streams:
+        s.stop()
+    for s in streams:
+        s.join(timeout_s)
+
+
+def assert_acknowledged_stored(app: Appliance, streams: list[StoreStream]) -> int:
+    acked = [ds for s in streams for ds in s.successes()]
+    records = index_get_many(app.data, [str(ds.SOPInstanceUID) for ds in acked])
+    problems: list[str] = []
+    for ds in acked:
+        problems += stored_problems(
+            app.data, ds, calling_ae=CALLING_AE, record=records[str(ds.SOPInstanceUID)],
+            compare=False,
+        )  # fmt: skip
+    assert not problems, f"{len(problems)} acknowledged instance(s) lost:\n" + "\n".join(
+        problems[:40]
+    )
+    return len(acked)
+
+
+def assert_new_association_works(app: Appliance) -> None:
+    ae = AE(ae_title=CALLING_AE)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = DIMSE_TIMEOUT_S
+    assoc = ae.associate("127.0.0.1", app.port, ae_title=app.ae_title)
+    assert assoc.is_established, "new association refused"
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        rng = random.Random(99)
+        ds = make_ct(rng, Hierarchy("AFTER", new_uid(rng), new_uid(rng)))
+        rsp = assoc.send_c_store(ds)
+        assert rsp.get("Status") == 0x0000, rsp
+    finally:
+        assoc.release()
+    assert not stored_problems(app.data, ds, calling_ae=CALLING_AE)
+
+
+def describe(streams: list[StoreStream]) -> str:
+    lines = []
+    for s in streams:
+        statuses: dict[str, int] = {}
+        for o in s.outcomes:
+            key = "none" if o.status is None else f"0x{o.status:04X}"
+            statuses[key] = statuses.get(key, 0) + 1
+        lines.append(f"{s.name}: end={s.end!r} statuses={statuses}")
+        lines += [f"  error: {o.error}" for o in s.outcomes if o.error]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- 1: kill a worker
+
+
+def _worker(app: Appliance, slot: int) -> dict[str, Any]:
+    return next(p for p in app.processes("worker") if p["slot"] == slot)
+
+
+def test_kill_worker_under_load(appliance: Appliance) -> None:
+    streams = start_streams(appliance)
+    try:
+        victim = _worker(appliance, 0)
+        assert victim["state"] == "ready"
+        before = [s.count() for s in streams]
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        def replaced() -> bool:
+            w = _worker(appliance, 0)
+            return (
+                w["pid"] != victim["pid"]
+                and w["generation"] == victim["generation"] + 1
+                and w["state"] == "ready"
+            )
+
+        wait_until(replaced, REPLACE_TIMEOUT_S, "worker slot 0 to be replaced and ready")
+        # Both associations go on after the crash: ten more answered operations each.
+        for s, n in zip(streams, before, strict=True):
+            s.wait_for(lambda st, n=n: st.count() >= n + 10, 30, "operations after the crash")
+    finally:
+        stop_streams(streams)
+    info = describe(streams)
+    assert all(s.end == "released" for s in streams), info
+    assert all(o.status is not None for s in streams for o in s.outcomes), info
+    failures = [o.status for s in streams for o in s.outcomes if o.status]
+    assert all(_is_failure(st) for st in failures), info
+    # Only the operation in flight on each association may fail (pynetdicom has one at a time).
+    for s in streams:
+        assert sum(1 for o in s.outcomes if o.status) <= 1, info
+    assert_acknowledged_stored(appliance, streams)
+    assert_new_association_works(appliance)
+    assert not [w for w in appliance.processes("worker") if w["state"] != "ready"]
+
+
+# --------------------------------------------------------------------------- 2: SIGTERM
+
+
+def test_sigterm_during_ingest_drains(appliance_factory: Callable[..., Appliance]) -> None:
+    app = appliance_factory(config=f"[processes]\ngraceful_timeout_s = {GRACEFUL_S}\n").start()
+    streams = start_streams(app)
+    try:
+        start = time.monotonic()
+        app.signal(signal.SIGTERM)
+        rc = app.wait_exit(GRACEFUL_S + 15)
+        elapsed = time.monotonic() - start
+    finally:
+        stop_streams(streams)
+    assert rc == 0, f"exit code {rc}\n{app.logs()}"
+    assert elapsed <= GRACEFUL_S + 5, f"took {elapsed:.1f} s to stop (grace {GRACEFUL_S} s)"
+    info = describe(streams)
+    assert all(s.end for s in streams), info
+    assert_acknowledged_stored(app, streams)
+    assert not temp_files(app.data), temp_files(app.data)
+
+
+# --------------------------------------------------------------------------- 3: kill -9 all
+
+
+def _alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie (a zombie holds no resources but a pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.parametrize("durability", ["batch", "os"])
+def test_kill_everything_then_restart(
+    appliance_factory: Callable[..., Appliance], durability: str
+) -> None:
+    app = appliance_factory(durability=durability).start()
+    streams = start_streams(app, min_successes=20)
+    try:
+        status = app.status()
+        pids = [int(status["arbiter_pid"])] + [int(p["pid"]) for p in status["processes"]]
+        assert app.proc is not None and pids[0] == app.proc.pid
+        for pid in pids:  # the arbiter first, so that it cannot respawn what follows
+            os.kill(pid, signal.SIGKILL)
+        assert app.wait_exit(10) == -signal.SIGKILL
+        wait_until(lambda: not any(_alive(p) for p in pids), 10, "all killed processes to go")
+        wait_until(
+            lambda: not _group_members(pids[0]), 10, "no appliance process left in its group"
+        )
+    finally:
+        stop_streams(streams)
+    acked_before = sum(len(s.successes()) for s in streams)
+    assert acked_before >= 40
+
+    app.start()  # same data dir, new ports
+    assert_acknowledged_stored(app, streams)
+    stats = app.stats()  # the LMDB environment opens and reads fine
+    assert stats["instances"] >= acked_before
+    assert_new_association_works(app)
