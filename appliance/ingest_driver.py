@@ -43,12 +43,13 @@ class Summary:
     stored: int = 0
     duplicates: int = 0
     not_dicom: int = 0
+    skipped: int = 0  # DICOM but not a storable instance (DICOMDIR)
     failed: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def done(self) -> int:
-        return self.stored + self.duplicates + self.not_dicom + self.failed
+        return self.stored + self.duplicates + self.not_dicom + self.skipped + self.failed
 
     def add(self, path: str, outcome: dict[str, object]) -> None:
         kind = str(outcome.get("outcome", "failed"))
@@ -58,6 +59,8 @@ class Summary:
             self.duplicates += 1
         elif kind == "not_dicom":
             self.not_dicom += 1
+        elif kind == "skipped":
+            self.skipped += 1
         else:
             self.failed += 1
             self.failures.append({"path": path, "reason": str(outcome.get("reason", kind))})
@@ -156,13 +159,14 @@ def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool)
         os.waitpid(pids[0], 0)
     bar.update(summary, force=True)
     out = {"stored": summary.stored, "duplicates": summary.duplicates,
-           "not_dicom": summary.not_dicom, "failed": summary.failed,
+           "not_dicom": summary.not_dicom, "skipped": summary.skipped, "failed": summary.failed,
            "failures": summary.failures}
     if as_json:
         print(json.dumps(out))
     else:
         print(f"stored {summary.stored}, duplicates {summary.duplicates}, "
-              f"not DICOM {summary.not_dicom}, failed {summary.failed}")
+              f"not DICOM {summary.not_dicom}, skipped {summary.skipped}, "
+              f"failed {summary.failed}")
         for f in summary.failures[:50]:
             print(f"  failed: {f['path']}: {f['reason']}")
     return 1 if summary.failed else 0

@@ -41,14 +41,16 @@ from appliance.dimse.fragment import PduParts, fragment_message
 from appliance.dimse.responses import RequestIdentity, status_response
 from appliance.dimse.status import Status
 from appliance.errors import IngestError
+from workers.header import IndexAttributes, NeedMoreData, read_index_attributes
 from workers.index.reader import IndexReader
 from workers.index.schema import InstanceRecord, Outcome
 from workers.part10 import NotDicomError, read_part10_header
-from workers.store import StoreJob, StoreSettings
+from workers.store import HEAD_BYTES, StoreJob, StoreSettings
 
 log = structlog.get_logger(component="worker")
 
 VERIFICATION = "1.2.840.10008.1.1"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR (PS3.10 §8), not an instance
 _INGEST_CHUNK = 1024 * 1024
 
 
@@ -305,22 +307,32 @@ class Services:
 
     def ingest_file(self, job_id: int, path: Path) -> None:
         """Store one file through the same pipeline as C-STORE (no network)."""
+        outcome = self._ingest(job_id, path)
+        if outcome is not None:
+            self.outbox.ingested(job_id, outcome)
+
+    def _ingest(self, job_id: int, path: Path) -> dict[str, object] | None:
         try:
             info = read_part10_header(path)
-        except NotDicomError as exc:
-            self.outbox.ingested(job_id, {"outcome": "not_dicom", "reason": str(exc)})
-            return
-        except OSError as exc:
-            self.outbox.ingested(job_id, {"outcome": "failed", "reason": exc.strerror or ""})
-            return
-        try:
+            if info.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
+                return {"outcome": "skipped", "reason": "DICOMDIR (a directory, not an instance)"}
+            # The data set is authoritative: a File Meta group that disagrees with it (old
+            # writers copied UIDs badly) must not get the object refused or mislabelled.
+            attrs = _peek_attributes(path, info.dataset_offset, info.transfer_syntax_uid)
             job = StoreJob(
                 self.settings,
-                sop_class_uid=info.sop_class_uid,
-                sop_instance_uid=info.sop_instance_uid,
+                sop_class_uid=attrs.sop_class_uid or info.sop_class_uid,
+                sop_instance_uid=attrs.sop_instance_uid or info.sop_instance_uid,
                 transfer_syntax_uid=info.transfer_syntax_uid,
                 calling_ae=info.source_ae,
             )
+        except NotDicomError as exc:
+            return {"outcome": "not_dicom", "reason": str(exc)}
+        except IngestError as exc:
+            return {"outcome": "failed", "reason": str(exc)}
+        except OSError as exc:
+            return {"outcome": "failed", "reason": exc.strerror or str(exc)}
+        try:
             with open(path, "rb") as fh:
                 fh.seek(info.dataset_offset)
                 chunk = fh.read(_INGEST_CHUNK)
@@ -329,21 +341,33 @@ class Services:
                     job.feed(memoryview(chunk), last=not nxt)
                     chunk = nxt
             attrs, relpath = job.prepare()
-            existing = self.index.get_instance(info.sop_instance_uid)
+            existing = self.index.get_instance(job.sop_instance_uid)
             if existing is not None and self.policy is not DuplicatePolicy.OVERWRITE:
                 job.discard()
                 outcome = "duplicate" if self.policy is DuplicatePolicy.KEEP else "rejected"
-                self.outbox.ingested(job_id, {"outcome": outcome})
-                return
+                return {"outcome": outcome}
             record = job.commit(attrs, relpath)
         except (IngestError, OSError) as exc:
-            self.outbox.ingested(job_id, {"outcome": "failed", "reason": str(exc)})
-            return
+            job.discard()
+            return {"outcome": "failed", "reason": str(exc)}
         token = next(self._tokens)
         self.pending[token] = PendingIndex(
-            0, job_id, 0, info.sop_class_uid, info.sop_instance_uid, relpath, record.size_bytes
+            0, job_id, 0, job.sop_class_uid, job.sop_instance_uid, relpath, record.size_bytes
         )
         self.outbox.request_index(token, record, self.policy)
+        return None
+
+
+def _peek_attributes(path: Path, offset: int, transfer_syntax_uid: str) -> IndexAttributes:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        head = fh.read(HEAD_BYTES)
+        try:
+            return read_index_attributes(head, transfer_syntax_uid,
+                                         complete=len(head) < HEAD_BYTES)
+        except NeedMoreData:
+            fh.seek(offset)
+            return read_index_attributes(fh.read(), transfer_syntax_uid)
 
 
 def _unlink_quietly(path: Path) -> None:

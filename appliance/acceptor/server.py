@@ -58,6 +58,9 @@ def negotiation_policy(cfg: Config) -> NegotiationPolicy:
         allowed_calling_aes=frozenset(net.allowed_calling_aes) or None,
         promiscuous=net.promiscuous,
         transfer_syntax_preference=net.transfer_syntax_preference or NATIVE_TRANSFER_SYNTAXES,
+        # An archive stores what it is sent: when the SCU proposes its compressed syntax first,
+        # accept it rather than make the SCU decompress (or fail to, as storescu does).
+        prefer_encapsulated=True,
         max_pdu_bytes=net.max_pdu_bytes,
     )
 
