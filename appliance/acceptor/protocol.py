@@ -148,6 +148,8 @@ class DicomProtocol(asyncio.Protocol):
                             reason=exc.abort_reason, error=str(exc))
                 self.outcome = "aborted_by_us"
                 self._write(conn.send(Abort(source=2, reason=exc.abort_reason)))
+                self._close_worker_side(aborted=True)
+                self._half_close()
                 break
             if ev is NEED_DATA:
                 break
@@ -167,8 +169,12 @@ class DicomProtocol(asyncio.Protocol):
                 log.info("ul.abort_received", assoc_id=self.assoc_id, source=ev.source,
                          reason=ev.reason)
                 self._close_worker_side(aborted=True)
-            elif isinstance(ev, ConnectionClosed):
+                if self.transport is not None:
+                    self.transport.close()
+                break
+            elif isinstance(ev, ConnectionClosed):  # reported again on every call: stop here
                 self._close_worker_side(aborted=True)
+                break
         self._after_core()
 
     def _after_core(self) -> None:
@@ -386,8 +392,20 @@ class DicomProtocol(asyncio.Protocol):
         except LocalULError:
             pass
         self._close_worker_side(aborted=True)
-        if self.transport is not None:
-            self.transport.close()
+        self._half_close()
+
+    def _half_close(self) -> None:
+        """After our A-ABORT: FIN right behind it, then drop the connection shortly.
+
+        PS3.8 keeps Sta13 until the peer closes or ARTIM expires; a broken or hostile peer
+        would hold the socket for all of ARTIM, so the FIN tells it we are done and a short
+        linger bounds the wait (the A-ABORT is not lost to an RST from unread input)."""
+        tr = self.transport
+        if tr is None or tr.is_closing():
+            return
+        if tr.can_write_eof():
+            tr.write_eof()
+        self.loop.call_later(min(1.0, self.server.cfg.network.artim_timeout_s), tr.abort)
 
     def abort_now(self) -> None:
         self._abort(0)
