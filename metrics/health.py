@@ -68,12 +68,15 @@ def readiness(cb: ControlBlock, heartbeat_timeout_s: float) -> Health:
 def status(cb: ControlBlock) -> dict[str, Any]:
     g = cb.global_area.snapshot()
     procs = []
-    for s in cb.snapshot():
+    slots = cb.snapshot()
+    # Workers are numbered from 0 (their ring slot), whatever their control-block index.
+    first_worker = min((s.index for s in slots if s.role is Role.WORKER), default=0)
+    for s in slots:
         if s.role is Role.NONE or s.role is Role.ARBITER:
             continue
         procs.append({
             "role": _ROLE_NAMES[s.role],
-            "slot": s.index,
+            "slot": s.index - first_worker if s.role is Role.WORKER else 0,
             "pid": s.pid,
             "state": s.state.name.lower(),
             "generation": s.generation,
