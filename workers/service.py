@@ -262,6 +262,10 @@ class Services:
             return
         if outcome is Outcome.OVERWRITTEN and old_relpath and old_relpath != p.relpath:
             _unlink_quietly(self.settings.data_dir / old_relpath)
+        elif outcome in (Outcome.DUPLICATE_KEPT, Outcome.REJECTED):
+            # Another copy won inside the index transaction (a concurrent store of the same
+            # SOP Instance): ours was placed under its own name and is not referenced.
+            _unlink_quietly(self.settings.data_dir / p.relpath)
         if outcome is Outcome.REJECTED:
             status, comment = Status.DUPLICATE_SOP_INSTANCE, "SOP Instance already stored"
             self.counters.failed += 1

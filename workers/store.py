@@ -9,7 +9,7 @@ fragments are appended to a temp file in ``<data>/tmp`` as they come (a 2 GB obj
 in memory). The first ``HEAD_BYTES`` of the dataset are also kept in memory for the header walk.
 
 ``finish()`` parses and validates, makes the file durable when the mode asks for it, and
-renames it into ``<data>/objects/...``. Invariants:
+renames it into ``<data>/objects/...`` under a name unique to this copy. Invariants:
   - a file under objects/ is always complete (rename is atomic, same filesystem);
   - on any failure the temp file is removed (``discard()`` is idempotent);
   - the caller sends the returned record to the index writer and answers the peer only after
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,10 +151,13 @@ class StoreJob:
         except OSError as exc:
             self.discard()
             raise _os_failure(exc) from exc
-        relpath = object_relpath(
+        base = object_relpath(
             attrs.study_instance_uid, attrs.series_instance_uid, attrs.sop_instance_uid
         )
-        return attrs, relpath
+        # Each stored copy gets its own name: two workers (or `pacs ingest` next to `pacs
+        # serve`) receiving the same SOP Instance never rename over each other's file; the
+        # index writer picks the copy that stays and the other one is deleted by its worker.
+        return attrs, f"{base[:-4]}.{secrets.token_hex(4)}.dcm"
 
     def commit(
         self, attrs: IndexAttributes, relpath: str, received_at: float | None = None

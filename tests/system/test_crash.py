@@ -9,10 +9,14 @@ may hang (pynetdicom's DIMSE timeout bounds each one).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from tests.conftest import Appliance, index_get_many, stored_problems, temp_files, wait_until
+from tests.conftest import (
+    PYTHON,
+    REPO,
+    Appliance,
+    index_get_many,
+    stored_problems,
+    temp_files,
+    wait_until,
+)
 from tests.fixtures.make_datasets import Hierarchy, make_ct, new_uid
 
 pytestmark = pytest.mark.system
@@ -46,74 +58,82 @@ def _is_failure(status: int) -> bool:
 
 @dataclass
 class Outcome:
-    ds: Dataset
+    ds: Dataset  # only the UIDs and transfer syntax the checks need
     status: int | None  # None: no C-STORE-RSP (timeout, abort, connection lost)
     error: str | None = None
 
 
+def _sent(uid: str) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = uid
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
 @dataclass
 class StoreStream:
-    """One association sending C-STOREs in a thread until told to stop or it breaks."""
+    """One association sending C-STOREs until told to stop or it breaks.
+
+    Each association runs pynetdicom in its own process (``python -m tests.system.test_crash
+    stream ...``): two pynetdicom associations driven from threads of one process were seen to
+    stall each other for a whole DIMSE timeout now and then, against DCMTK's storescp and
+    pynetdicom's own SCP alike, which would make these tests fail for reasons of their own.
+    The child prints one JSON line per operation; closing its stdin asks it to release.
+    """
 
     app: Appliance
     name: str
     seed: int
     outcomes: list[Outcome] = field(default_factory=list)
     end: str = ""  # how the stream ended: "released", or what broke it
-    _stop: threading.Event = field(default_factory=threading.Event)
     _cond: threading.Condition = field(default_factory=threading.Condition)
-    _thread: threading.Thread | None = None
+    _proc: subprocess.Popen[str] | None = None
+    _reader: threading.Thread | None = None
 
     def start(self) -> StoreStream:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        self._proc = subprocess.Popen(
+            [PYTHON, "-m", "tests.system.test_crash", "stream", str(self.app.port),
+             self.app.ae_title, self.name, str(self.seed)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, name=self.name, daemon=True)
+        self._reader.start()
         return self
 
-    def _record(self, outcome: Outcome) -> None:
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            msg = json.loads(line)
+            with self._cond:
+                if "end" in msg:
+                    self.end = msg["end"]
+                else:
+                    self.outcomes.append(Outcome(_sent(msg["uid"]), msg["status"], msg["error"]))
+                self._cond.notify_all()
+        rc = self._proc.wait()
+        stderr = self._proc.stderr.read() if self._proc.stderr else ""
         with self._cond:
-            self.outcomes.append(outcome)
+            if not self.end:
+                self.end = f"stream process exited {rc} without a verdict: {stderr[-2000:]}"
             self._cond.notify_all()
-
-    def _finish(self, end: str) -> None:
-        with self._cond:
-            self.end = end
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        rng = random.Random(self.seed)
-        ae = AE(ae_title=CALLING_AE)
-        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = DIMSE_TIMEOUT_S
-        assoc = ae.associate("127.0.0.1", self.app.port, ae_title=self.app.ae_title)
-        if not assoc.is_established:
-            self._finish("association not established")
-            return
-        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        series = Hierarchy(f"{self.name}", new_uid(rng), new_uid(rng))
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            ds = make_ct(rng, series, instance_number=n)
-            try:
-                rsp = assoc.send_c_store(ds)
-            except Exception as exc:
-                self._record(Outcome(ds, None, repr(exc)))
-                self._finish(f"exception: {exc!r}")
-                return
-            self._record(Outcome(ds, int(rsp.Status) if "Status" in rsp else None))
-            if not assoc.is_established:
-                self._finish("association ended by the peer")
-                return
-        assoc.release()
-        self._finish("released")
 
     def stop(self) -> None:
-        self._stop.set()
+        assert self._proc is not None and self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self._proc.stdin.close()
 
     def join(self, timeout_s: float) -> None:
-        assert self._thread is not None
-        self._thread.join(timeout_s)
-        assert not self._thread.is_alive(), f"{self.name} hung (pynetdicom timeouts exceeded)"
+        assert self._proc is not None and self._reader is not None
+        self._reader.join(timeout_s)
+        if self._reader.is_alive():
+            self._proc.kill()
+            pytest.fail(f"{self.name} hung (pynetdicom timeouts exceeded)")
 
     def wait_for(
         self, predicate: Callable[[StoreStream], bool], timeout_s: float, what: str
@@ -121,8 +141,8 @@ class StoreStream:
         with self._cond:
             if not self._cond.wait_for(lambda: predicate(self) or bool(self.end), timeout_s):
                 pytest.fail(f"{self.name}: timed out after {timeout_s} s waiting for {what}")
-        if not predicate(self):
-            pytest.fail(f"{self.name} ended ({self.end}) before {what}")
+            if not predicate(self):
+                pytest.fail(f"{self.name} ended ({self.end}) before {what}")
 
     def successes(self) -> list[Dataset]:
         with self._cond:
@@ -131,6 +151,44 @@ class StoreStream:
     def count(self) -> int:
         with self._cond:
             return len(self.outcomes)
+
+
+def _stream_main(port: int, called_ae: str, name: str, seed: int) -> int:
+    """Child side of StoreStream: C-STORE until stdin closes, one JSON line per operation."""
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def emit(**msg: Any) -> None:
+        print(json.dumps(msg), flush=True)
+
+    rng = random.Random(seed)
+    ae = AE(ae_title=CALLING_AE)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = DIMSE_TIMEOUT_S
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+    if not assoc.is_established:
+        emit(end="association not established")
+        return 0
+    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    series = Hierarchy(name, new_uid(rng), new_uid(rng))
+    n = 0
+    while not stop.is_set():
+        n += 1
+        ds = make_ct(rng, series, instance_number=n)
+        uid = str(ds.SOPInstanceUID)
+        try:
+            rsp = assoc.send_c_store(ds, msg_id=n % 65536)
+        except Exception as exc:
+            emit(uid=uid, status=None, error=repr(exc))
+            emit(end=f"exception: {exc!r}")
+            return 0
+        emit(uid=uid, status=int(rsp.Status) if "Status" in rsp else None, error=None)
+        if not assoc.is_established:
+            emit(end="association ended by the peer")
+            return 0
+    assoc.release()
+    emit(end="released")
+    return 0
 
 
 def start_streams(app: Appliance, n: int = 2, min_successes: int = 10) -> list[StoreStream]:
@@ -308,3 +366,9 @@ def test_kill_everything_then_restart(
     stats = app.stats()  # the LMDB environment opens and reads fine
     assert stats["instances"] >= acked_before
     assert_new_association_works(app)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "stream":
+        sys.exit(_stream_main(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])))
+    sys.exit("usage: python -m tests.system.test_crash stream PORT CALLED_AE NAME SEED")

@@ -24,7 +24,9 @@ from workers.header import (
 )
 
 PYDICOM_DATA = Path(pydicom.__file__).parent / "data"
-CORPUS = sorted([*PYDICOM_DATA.glob("test_files/**/*.dcm"), *PYDICOM_DATA.glob("charset_files/*.dcm")])
+CORPUS = sorted(
+    [*PYDICOM_DATA.glob("test_files/**/*.dcm"), *PYDICOM_DATA.glob("charset_files/*.dcm")]
+)
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
 CT_CLASS = "1.2.840.10008.5.1.4.1.1.2"
@@ -45,7 +47,7 @@ def _part10(path: Path) -> tuple[bytes, str, pydicom.Dataset] | None:
         _read_file_meta_info(fp)
     if not ts:
         return None
-    return raw[fp.tell():], str(ts), ds
+    return raw[fp.tell() :], str(ts), ds
 
 
 def _expected(ds: pydicom.Dataset) -> dict[str, str]:
@@ -115,15 +117,24 @@ def _el(group: int, element: int, vr: str, value: bytes, implicit: bool = False)
 
 
 def _undefined_sq(group: int, element: int, items: list[bytes], implicit: bool = False) -> bytes:
-    head = (struct.pack("<HHI", group, element, 0xFFFFFFFF) if implicit
-            else struct.pack("<HH2sxxI", group, element, b"SQ", 0xFFFFFFFF))
-    body = b"".join(struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + item
-                    + struct.pack("<HHI", 0xFFFE, 0xE00D, 0) for item in items)
+    head = (
+        struct.pack("<HHI", group, element, 0xFFFFFFFF)
+        if implicit
+        else struct.pack("<HH2sxxI", group, element, b"SQ", 0xFFFFFFFF)
+    )
+    body = b"".join(
+        struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+        + item
+        + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+        for item in items
+    )
     return head + body + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 
 def _dataset(implicit: bool = False, nested: bool = True) -> bytes:
-    inner = _el(0x0008, 0x1150, "UI", b"1.2.3", implicit) + _el(0x0008, 0x1155, "UI", b"9.9", implicit)
+    inner = _el(0x0008, 0x1150, "UI", b"1.2.3", implicit) + _el(
+        0x0008, 0x1155, "UI", b"9.9", implicit
+    )
     deeper = _undefined_sq(0x0040, 0xA730, [inner], implicit)
     parts = [
         _el(0x0008, 0x0016, "UI", CT_CLASS.encode(), implicit),
@@ -204,8 +215,16 @@ def test_hostile_nesting_is_refused() -> None:
 # ---------------------------------------------------------------- robustness (hypothesis)
 
 SEEDS = [_dataset(False), _dataset(True)] + [c[0][:3000] for _, c in USABLE[::10]]
-SYNTAXES = st.sampled_from([IMPLICIT, EXPLICIT, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
-                            "1.2.840.10008.1.2.4.50", "garbage"])
+SYNTAXES = st.sampled_from(
+    [
+        IMPLICIT,
+        EXPLICIT,
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.1.99",
+        "1.2.840.10008.1.2.4.50",
+        "garbage",
+    ]
+)
 
 
 def _outcome(data: bytes, ts: str, complete: bool) -> None:
@@ -217,14 +236,20 @@ def _outcome(data: bytes, ts: str, complete: bool) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=512), SYNTAXES, st.booleans())
-def test_arbitrary_bytes_give_attributes_or_ingest_error(data: bytes, ts: str, complete: bool) -> None:
+def test_arbitrary_bytes_give_attributes_or_ingest_error(
+    data: bytes, ts: str, complete: bool
+) -> None:
     _outcome(data, ts, complete)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
-                                        max_size=6), st.integers(0, 10**6), SYNTAXES,
-       st.booleans())
+@given(
+    st.sampled_from(SEEDS),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6),
+    st.integers(0, 10**6),
+    SYNTAXES,
+    st.booleans(),
+)
 def test_mutated_data_sets_give_attributes_or_ingest_error(
     seed: bytes, flips: list[tuple[int, int]], cut: int, ts: str, complete: bool
 ) -> None:
@@ -238,8 +263,12 @@ def test_mutated_data_sets_give_attributes_or_ingest_error(
 
 
 def _attrs(**kw: str) -> IndexAttributes:
-    base = dict(sop_class_uid=CT_CLASS, sop_instance_uid="1.2.3.4", study_instance_uid="1.2",
-                series_instance_uid="1.2.1")
+    base = dict(
+        sop_class_uid=CT_CLASS,
+        sop_instance_uid="1.2.3.4",
+        study_instance_uid="1.2",
+        series_instance_uid="1.2.1",
+    )
     base.update(kw)
     return IndexAttributes(**base)
 
@@ -248,16 +277,18 @@ def test_validate_accepts_match_with_padding() -> None:
     validate_against_command(_attrs(), CT_CLASS + "\x00", "1.2.3.4")
 
 
-@pytest.mark.parametrize("missing", ["sop_class_uid", "sop_instance_uid", "study_instance_uid",
-                                     "series_instance_uid"])
+@pytest.mark.parametrize(
+    "missing", ["sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"]
+)
 def test_validate_missing_uid_is_cannot_understand(missing: str) -> None:
     with pytest.raises(IngestError) as info:
         validate_against_command(_attrs(**{missing: ""}), CT_CLASS, "1.2.3.4")
     assert info.value.status == 0xC000
 
 
-@pytest.mark.parametrize(("cls", "inst"), [("1.2.840.10008.5.1.4.1.1.4", "1.2.3.4"),
-                                           (CT_CLASS, "1.2.3.5")])
+@pytest.mark.parametrize(
+    ("cls", "inst"), [("1.2.840.10008.5.1.4.1.1.4", "1.2.3.4"), (CT_CLASS, "1.2.3.5")]
+)
 def test_validate_mismatch_is_a900(cls: str, inst: str) -> None:
     with pytest.raises(IngestError) as info:
         validate_against_command(_attrs(), cls, inst)

@@ -27,18 +27,37 @@ from workers.index.writer import IndexWriter
 KEEP, OVERWRITE, REJECT = DuplicatePolicy.KEEP, DuplicatePolicy.OVERWRITE, DuplicatePolicy.REJECT
 
 
-def rec(sop: str, series: str = "1.1", study: str = "1", *, patient: str = "P1",
-        modality: str = "CT", size: int = 100, relpath: str | None = None, **kw: str) -> InstanceRecord:
+def rec(
+    sop: str,
+    series: str = "1.1",
+    study: str = "1",
+    *,
+    patient: str = "P1",
+    modality: str = "CT",
+    size: int = 100,
+    relpath: str | None = None,
+    **kw: str,
+) -> InstanceRecord:
     attrs = IndexAttributes(
-        sop_class_uid=kw.pop("sop_class_uid", "1.2.840.10008.5.1.4.1.1.2"), sop_instance_uid=sop,
-        study_instance_uid=study, series_instance_uid=series, patient_id=patient,
-        patient_name=kw.pop("patient_name", "Doe^Jane"), modality=modality,
-        study_date=kw.pop("study_date", "20240102"), accession_number=kw.pop("accession_number", "A1"),
+        sop_class_uid=kw.pop("sop_class_uid", "1.2.840.10008.5.1.4.1.1.2"),
+        sop_instance_uid=sop,
+        study_instance_uid=study,
+        series_instance_uid=series,
+        patient_id=patient,
+        patient_name=kw.pop("patient_name", "Doe^Jane"),
+        modality=modality,
+        study_date=kw.pop("study_date", "20240102"),
+        accession_number=kw.pop("accession_number", "A1"),
         **kw,
     )
-    return InstanceRecord.from_attributes(attrs, relpath=relpath or f"objects/{sop}.dcm", size_bytes=size,
-                                          transfer_syntax_uid="1.2.840.10008.1.2.1",
-                                          received_at=1700000000.5, calling_ae="SCU")
+    return InstanceRecord.from_attributes(
+        attrs,
+        relpath=relpath or f"objects/{sop}.dcm",
+        size_bytes=size,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        received_at=1700000000.5,
+        calling_ae="SCU",
+    )
 
 
 @pytest.fixture
@@ -64,8 +83,14 @@ print(json.dumps([s.patients, s.studies, s.series, s.instances, s.stored_bytes,
 
 def other_process_view(path: Path, sop: str) -> list[object]:
     """What a reader in another process (a worker) sees right now."""
-    cp = subprocess.run([sys.executable, "-c", READER_SCRIPT, str(path), sop], capture_output=True,
-                        text=True, timeout=60, cwd=Path(__file__).parents[3])
+    cp = subprocess.run(
+        [sys.executable, "-c", READER_SCRIPT, str(path), sop],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[3],
+    )
     assert cp.returncode == 0, cp.stderr
     return json.loads(cp.stdout)
 
@@ -108,8 +133,18 @@ def test_pack_roundtrip() -> None:
 
 
 def test_counts_after_inserts(writer: IndexWriter, tmp_path: Path) -> None:
-    batch = [rec(f"1.{st}.{se}.{i}", f"1.{st}.{se}", f"1.{st}", patient=f"P{st % 2}",
-                 modality="MR" if se == 2 else "CT") for st in range(3) for se in range(3) for i in range(4)]
+    batch = [
+        rec(
+            f"1.{st}.{se}.{i}",
+            f"1.{st}.{se}",
+            f"1.{st}",
+            patient=f"P{st % 2}",
+            modality="MR" if se == 2 else "CT",
+        )
+        for st in range(3)
+        for se in range(3)
+        for i in range(4)
+    ]
     out = writer.apply_batch(batch, KEEP)
     assert {o.outcome for o in out} == {Outcome.STORED} and all(o.old_relpath is None for o in out)
     r = reader_of(writer, tmp_path)
@@ -120,8 +155,11 @@ def test_counts_after_inserts(writer: IndexWriter, tmp_path: Path) -> None:
     assert study.sop_classes_in_study == ["1.2.840.10008.5.1.4.1.1.2"]
     p0 = r.get_patient("P0")
     assert p0 is not None
-    assert (p0.number_of_patient_related_studies, p0.number_of_patient_related_series,
-            p0.number_of_patient_related_instances) == (2, 6, 24)
+    assert (
+        p0.number_of_patient_related_studies,
+        p0.number_of_patient_related_series,
+        p0.number_of_patient_related_instances,
+    ) == (2, 6, 24)
     assert sorted(r.study_uids_matching("patient_id", "P0")) == ["1.0", "1.2"]
     assert sorted(r.study_uids_matching("patient_name", "doe^jane^^")) == ["1.0", "1.1", "1.2"]
     assert sorted(r.study_uids_matching("modality", "MR")) == ["1.0", "1.1", "1.2"]
@@ -132,9 +170,12 @@ def test_counts_after_inserts(writer: IndexWriter, tmp_path: Path) -> None:
     check_consistent(r)
 
 
-@pytest.mark.parametrize(("policy", "outcome"), [(KEEP, Outcome.DUPLICATE_KEPT), (REJECT, Outcome.REJECTED)])
-def test_duplicates_keep_or_reject(writer: IndexWriter, tmp_path: Path, policy: DuplicatePolicy,
-                                   outcome: Outcome) -> None:
+@pytest.mark.parametrize(
+    ("policy", "outcome"), [(KEEP, Outcome.DUPLICATE_KEPT), (REJECT, Outcome.REJECTED)]
+)
+def test_duplicates_keep_or_reject(
+    writer: IndexWriter, tmp_path: Path, policy: DuplicatePolicy, outcome: Outcome
+) -> None:
     writer.apply_batch([rec("9", size=10, relpath="objects/first")], policy)
     out = writer.apply_batch([rec("9", size=999, relpath="objects/second")], policy)
     assert out[0].outcome is outcome and out[0].old_relpath == "objects/first"
@@ -180,7 +221,9 @@ def test_overwrite_moving_series_study_and_patient(writer: IndexWriter, tmp_path
     writer.apply_batch([rec("a", "S2", "T2", patient="P2")], OVERWRITE)
     assert counts(r) == (1, 1, 1, 2, 200)
     assert r.get_study("T1") is None and r.get_series("S1") is None and r.get_patient("P1") is None
-    assert r.study_uids_matching("patient_id", "P1") == [] and r.study_uids_matching("modality", "CT") == ["T2"]
+    assert r.study_uids_matching("patient_id", "P1") == [] and r.study_uids_matching(
+        "modality", "CT"
+    ) == ["T2"]
     check_consistent(r)
 
 
@@ -237,7 +280,7 @@ def test_reopen_and_schema_refusal(tmp_path: Path) -> None:
     w = IndexWriter(path, map_size=16 * 1024 * 1024, sync=True)  # reopen: data still there
     assert IndexReader.sharing(w.index).get_instance("a") is not None
     with w.env.begin(write=True) as txn:
-        txn.put(b"schema_version", b"99", db=w.env.open_db(b"meta"))
+        txn.put(b"schema_version", b"99", db=w.index.dbs["meta"])
     w.close()
     with pytest.raises(IndexSchemaError, match="schema version 99"):
         IndexWriter(path, map_size=16 * 1024 * 1024)
@@ -252,8 +295,9 @@ def test_map_grows_on_map_full(tmp_path: Path) -> None:
     w = IndexWriter(path, map_size=256 * 1024, sync=False)
     r = IndexReader.sharing(w.index)
     for b in range(10):
-        w.apply_batch([rec(f"{b}.{i}", f"S{b}", f"T{b}", patient=f"P{b}", size=1)
-                       for i in range(200)], KEEP)
+        w.apply_batch(
+            [rec(f"{b}.{i}", f"S{b}", f"T{b}", patient=f"P{b}", size=1) for i in range(200)], KEEP
+        )
     assert w.map_growths >= 1
     assert w.env.info()["map_size"] > 256 * 1024
     assert counts(r) == (10, 10, 10, 2000, 2000)

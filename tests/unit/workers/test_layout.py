@@ -8,7 +8,9 @@ from pathlib import Path
 
 from workers.layout import index_dir, object_relpath, objects_dir, tmp_dir
 
-PATTERN = re.compile(r"^objects/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{16}/[0-9a-f]{16}/[0-9a-f]{40}\.dcm$")
+PATTERN = re.compile(
+    r"^objects/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{16}/[0-9a-f]{16}/[0-9a-f]{40}\.dcm$"
+)
 
 
 def test_shape_and_determinism() -> None:
@@ -21,7 +23,9 @@ def test_shape_and_determinism() -> None:
 
 
 def test_study_locality_and_distinct_files() -> None:
-    paths = [object_relpath("1.2.3", f"1.2.3.{s}", f"1.2.3.{s}.{i}") for s in range(3) for i in range(50)]
+    paths = [
+        object_relpath("1.2.3", f"1.2.3.{s}", f"1.2.3.{s}.{i}") for s in range(3) for i in range(50)
+    ]
     assert len(set(paths)) == len(paths)
     assert len({p.rsplit("/", 2)[0] for p in paths}) == 1  # one study subtree
     assert len({p.rsplit("/", 1)[0] for p in paths}) == 3  # one directory per series

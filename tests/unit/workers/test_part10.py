@@ -10,8 +10,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from workers.part10 import NotDicomError, build_file_meta, read_part10_header
 from workers.header import read_index_attributes
+from workers.part10 import NotDicomError, build_file_meta, read_part10_header
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 SOP = "1.2.826.0.1.3680043.8.498.1"  # odd length: exercises NUL padding
@@ -23,20 +23,25 @@ def _el(group: int, element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", group, element, vr, len(value)) + value
 
 
-DATASET = b"".join([
-    _el(0x0008, 0x0016, b"UI", CT.encode() + b"\x00"),
-    _el(0x0008, 0x0018, b"UI", SOP.encode() + b"\x00"),
-    _el(0x0010, 0x0010, b"PN", b"Doe^Jane"),
-    _el(0x0020, 0x000D, b"UI", b"1.2.3.45"),
-    _el(0x0020, 0x000E, b"UI", b"1.2.3.4.1\x00"),
-])
+DATASET = b"".join(
+    [
+        _el(0x0008, 0x0016, b"UI", CT.encode() + b"\x00"),
+        _el(0x0008, 0x0018, b"UI", SOP.encode() + b"\x00"),
+        _el(0x0010, 0x0010, b"PN", b"Doe^Jane"),
+        _el(0x0020, 0x000D, b"UI", b"1.2.3.45"),
+        _el(0x0020, 0x000E, b"UI", b"1.2.3.4.1\x00"),
+    ]
+)
 
 
 def _meta(ae: str = "STORESCU", ts: str = EXPLICIT) -> bytes:
     return build_file_meta(
-        media_storage_sop_class_uid=CT, media_storage_sop_instance_uid=SOP,
-        transfer_syntax_uid=ts, source_ae_title=ae,
-        implementation_class_uid="1.2.826.0.1.3680043.9.7433.1", implementation_version_name="PACS_0_1",
+        media_storage_sop_class_uid=CT,
+        media_storage_sop_instance_uid=SOP,
+        transfer_syntax_uid=ts,
+        source_ae_title=ae,
+        implementation_class_uid="1.2.826.0.1.3680043.9.7433.1",
+        implementation_version_name="PACS_0_1",
     )
 
 
@@ -64,9 +69,14 @@ def test_pydicom_reads_back(tmp_path: Path) -> None:
 
 
 def test_optional_elements_omitted() -> None:
-    meta = build_file_meta(media_storage_sop_class_uid=CT, media_storage_sop_instance_uid=SOP,
-                           transfer_syntax_uid=EXPLICIT, source_ae_title="",
-                           implementation_class_uid="1.2.3", implementation_version_name="")
+    meta = build_file_meta(
+        media_storage_sop_class_uid=CT,
+        media_storage_sop_instance_uid=SOP,
+        transfer_syntax_uid=EXPLICIT,
+        source_ae_title="",
+        implementation_class_uid="1.2.3",
+        implementation_version_name="",
+    )
     assert b"AE" not in meta[132:] and b"SH" not in meta[132:]
 
 
@@ -75,8 +85,9 @@ def test_optional_elements_omitted() -> None:
 def test_dcmdump_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "x.dcm"
     path.write_bytes(_meta(ae="ODD") + DATASET)
-    out = subprocess.run(["dcmdump", "-M", str(path)], capture_output=True, text=True, check=True,
-                         timeout=30)
+    out = subprocess.run(
+        ["dcmdump", "-M", str(path)], capture_output=True, text=True, check=True, timeout=30
+    )
     assert "E:" not in out.stderr and "W:" not in out.stderr, out.stderr
     assert f"[{SOP}]" in out.stdout
     assert "(0002,0016) AE [ODD ]" in out.stdout or "(0002,0016) AE [ODD]" in out.stdout
@@ -90,23 +101,36 @@ def test_read_part10_header_roundtrip(tmp_path: Path) -> None:
     path.write_bytes(meta + DATASET)
     for source in (path, str(path), meta + DATASET):
         info = read_part10_header(source)
-        assert (info.transfer_syntax_uid, info.sop_class_uid, info.sop_instance_uid) == (EXPLICIT, CT, SOP)
+        assert (info.transfer_syntax_uid, info.sop_class_uid, info.sop_instance_uid) == (
+            EXPLICIT,
+            CT,
+            SOP,
+        )
         assert info.dataset_offset == len(meta) and info.source_ae == "STORESCU"
         assert info.has_file_meta
 
 
 def test_meta_without_preamble() -> None:
-    data = _meta()[128 + 4:] + DATASET
+    data = _meta()[128 + 4 :] + DATASET
     info = read_part10_header(data)
     assert info.dataset_offset == len(_meta()) - 132 and info.sop_instance_uid == SOP
 
 
 def test_bare_dataset_syntax_is_guessed() -> None:
     info = read_part10_header(DATASET)
-    assert (info.transfer_syntax_uid, info.dataset_offset, info.has_file_meta) == (EXPLICIT, 0, False)
+    assert (info.transfer_syntax_uid, info.dataset_offset, info.has_file_meta) == (
+        EXPLICIT,
+        0,
+        False,
+    )
     assert info.sop_instance_uid == SOP
-    implicit = b"".join(struct.pack("<HHI", g, e, len(v)) + v for g, e, v in [
-        (0x0008, 0x0016, CT.encode() + b"\x00"), (0x0008, 0x0018, SOP.encode() + b"\x00")])
+    implicit = b"".join(
+        struct.pack("<HHI", g, e, len(v)) + v
+        for g, e, v in [
+            (0x0008, 0x0016, CT.encode() + b"\x00"),
+            (0x0008, 0x0018, SOP.encode() + b"\x00"),
+        ]
+    )
     info = read_part10_header(implicit)
     assert info.transfer_syntax_uid == IMPLICIT and info.sop_class_uid == CT
 
@@ -120,8 +144,15 @@ def test_large_file_header_beyond_first_chunk(tmp_path: Path) -> None:
     assert info.sop_instance_uid == SOP and not info.has_file_meta
 
 
-@pytest.mark.parametrize("data", [b"", b"hello world, not DICOM at all" * 10, bytes(300),
-                                  bytes(128) + b"DICM" + b"\x02\x00\x10\x00\x00\x00garbage"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"hello world, not DICOM at all" * 10,
+        bytes(300),
+        bytes(128) + b"DICM" + b"\x02\x00\x10\x00\x00\x00garbage",
+    ],
+)
 def test_not_dicom(data: bytes) -> None:
     with pytest.raises(NotDicomError):
         read_part10_header(data)
@@ -129,11 +160,16 @@ def test_not_dicom(data: bytes) -> None:
 
 def test_pydicom_corpus_files_identified() -> None:
     folder = Path(pydicom.__file__).parent / "data" / "test_files"
-    for name in ("CT_small.dcm", "MR_small_implicit.dcm", "image_dfl.dcm", "MR_small_bigendian.dcm"):
+    for name in (
+        "CT_small.dcm",
+        "MR_small_implicit.dcm",
+        "image_dfl.dcm",
+        "MR_small_bigendian.dcm",
+    ):
         raw = (folder / name).read_bytes()
         info = read_part10_header(folder / name)
         ds = pydicom.dcmread(folder / name, stop_before_pixels=True)
         assert info.transfer_syntax_uid == ds.file_meta.TransferSyntaxUID
         assert info.sop_instance_uid == ds.file_meta.MediaStorageSOPInstanceUID
-        attrs = read_index_attributes(raw[info.dataset_offset:], info.transfer_syntax_uid)
+        attrs = read_index_attributes(raw[info.dataset_offset :], info.transfer_syntax_uid)
         assert attrs.sop_instance_uid == ds.SOPInstanceUID

@@ -71,13 +71,19 @@ class Harness:
         self.data = tmp
         self.writer = IndexWriter(tmp / "index", map_size=1 << 26, sync=False)
         self.out = FakeOutbox()
-        settings = StoreSettings(tmp, fsync_each=False, max_dataset_bytes=0,
-                                 implementation_class_uid="1.2.3", implementation_version_name="T")
+        settings = StoreSettings(
+            tmp,
+            fsync_each=False,
+            max_dataset_bytes=0,
+            implementation_class_uid="1.2.3",
+            implementation_version_name="T",
+        )
         # one environment per process (py-lmdb): the reader shares the writer's
         self.reader = IndexReader.sharing(self.writer.index)
         self.svc = Services(settings, policy, self.reader, self.out)
-        self.svc.open(AssociationState(1, "MODALITY", "PACS", 16384,
-                                       {1: (CT, ExplicitVRLittleEndian)}))
+        self.svc.open(
+            AssociationState(1, "MODALITY", "PACS", 16384, {1: (CT, ExplicitVRLittleEndian)})
+        )
 
     def commit_index(self) -> None:
         """Play the index writer: apply the pending records, acknowledge them."""
@@ -86,10 +92,12 @@ class Harness:
             [res] = self.writer.apply_batch([record], policy)
             self.svc.indexed(token, res.outcome, res.old_relpath or "")
 
-    def store(self, msg_id: int, data: bytes, sop_class: str = CT, sop_uid: str = "",
-              chunk: int = 1000) -> None:
-        rq = CStoreRQ(message_id=msg_id, affected_sop_class_uid=sop_class,
-                      affected_sop_instance_uid=sop_uid)
+    def store(
+        self, msg_id: int, data: bytes, sop_class: str = CT, sop_uid: str = "", chunk: int = 1000
+    ) -> None:
+        rq = CStoreRQ(
+            message_id=msg_id, affected_sop_class_uid=sop_class, affected_sop_instance_uid=sop_uid
+        )
         self.svc.command(1, 1, memoryview(encode_message(rq)))
         for i in range(0, max(len(data), 1), chunk):
             piece = data[i : i + chunk]
@@ -231,8 +239,9 @@ def test_close_mid_data_set_removes_spool(h: Harness) -> None:
 
 def test_unknown_operation_is_0211_after_draining(h: Harness) -> None:
     # an N-GET-RQ (0x0110) with a data set announced: drained, then refused
-    cmd = encode_command_set({0x00000002: CT, 0x00000100: 0x0110, 0x00000110: 4,
-                              0x00000800: 0x0001})
+    cmd = encode_command_set(
+        {0x00000002: CT, 0x00000100: 0x0110, 0x00000110: 4, 0x00000800: 0x0001}
+    )
     h.svc.command(1, 1, memoryview(cmd))
     assert h.out.sent == []
     h.svc.data(1, 1, memoryview(b"\x00" * 10), last=True)
@@ -270,3 +279,24 @@ def test_ingest_not_dicom(h: Harness, tmp_path: Path) -> None:
     path.write_text("hello, not a DICOM file at all" * 10)
     h.svc.ingest_file(1, path)
     assert h.out.ingests[0][1]["outcome"] == "not_dicom"
+
+
+def test_concurrent_duplicates_leave_exactly_the_indexed_copy(h: Harness) -> None:
+    # Regression: two copies of one SOP Instance in flight at once (two workers, or `pacs
+    # ingest` beside `pacs serve`) used to rename onto one path, so the file on disk could be
+    # the copy the index had refused (index size != file size).
+    uid = generate_uid()
+    first, _ = ct_dataset(uid)
+    second, _ = ct_dataset(uid)
+    h.store(1, first, sop_uid=uid)
+    h.store(2, second, sop_uid=uid)  # passes the pre-check: the first is not indexed yet
+    assert len(h.out.index_requests) == 2
+    h.commit_index()
+    [r1, r2] = h.out.responses()
+    assert r1.status == r2.status == Status.SUCCESS
+    rec = h.reader.get_instance(uid)
+    assert rec is not None
+    files = list((h.data / "objects").rglob("*.dcm"))
+    assert files == [h.data / rec.relpath]
+    assert files[0].stat().st_size == rec.size_bytes
+    assert files[0].read_bytes().endswith(first)  # keep: the first copy stays
