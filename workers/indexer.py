@@ -47,6 +47,7 @@ from workers.index.writer import IndexWriter
 log = structlog.get_logger(component="index_writer")
 
 _POLICIES = [DuplicatePolicy.KEEP, DuplicatePolicy.OVERWRITE, DuplicatePolicy.REJECT]
+INDEX_FAILED = 0xFFFF  # ack code (outside Outcome) for a record that could not be indexed
 
 
 @dataclass
@@ -140,9 +141,28 @@ class IndexWriterProcess:
             by_policy.setdefault(policy, []).append(i)
         results: dict[int, tuple[int, str]] = {}
         for policy, idxs in by_policy.items():
-            records = [unpack_record(batch[i][3]) for i in idxs]
+            if policy >= len(_POLICIES):
+                for i in idxs:
+                    results[i] = (INDEX_FAILED, f"unknown duplicate policy {policy}")
+                continue
+            good: list[int] = []
+            records = []
+            for i in idxs:
+                try:
+                    rec = unpack_record(batch[i][3])
+                except (ValueError, TypeError) as exc:
+                    results[i] = (INDEX_FAILED, f"unreadable index record: {exc}")
+                    continue
+                if not (rec.sop_instance_uid and rec.series_instance_uid
+                        and rec.study_instance_uid):
+                    results[i] = (INDEX_FAILED, "record without UIDs")
+                    continue
+                good.append(i)
+                records.append(rec)
+            if not records:
+                continue
             outcomes = self.writer.apply_batch(records, _POLICIES[policy])
-            for i, res in zip(idxs, outcomes, strict=True):
+            for i, res in zip(good, outcomes, strict=True):
                 results[i] = (int(res.outcome), res.old_relpath or "")
         self.commits += 1
         for i, (sr, token, _, _) in enumerate(batch):

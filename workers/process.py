@@ -34,6 +34,7 @@ from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Record, Ring
 from workers.index.reader import IndexReader
 from workers.index.schema import InstanceRecord, Outcome, pack_record
+from workers.indexer import INDEX_FAILED
 from workers.service import AssociationState, Services
 from workers.store import StoreSettings
 
@@ -179,7 +180,10 @@ class Worker:
         while (got := ring.get_copy()) is not None:
             hdr, payload = got
             try:
-                self.services.indexed(hdr.msg_id, Outcome(hdr.aux), payload.decode())
+                if hdr.aux == INDEX_FAILED:
+                    self.services.index_failed(hdr.msg_id, payload.decode())
+                else:
+                    self.services.indexed(hdr.msg_id, Outcome(hdr.aux), payload.decode())
             except Exception:  # noqa: BLE001 - per-job boundary (STYLE 2.5)
                 log.exception("worker.internal_error", kind=hdr.kind)
 

@@ -204,6 +204,8 @@ class Services:
                 )
             except OSError as exc:
                 refusal = (Status.OUT_OF_RESOURCES, f"cannot create spool file: {exc.strerror}")
+            except ValueError as exc:  # e.g. a non-ASCII UID in the command
+                refusal = (Status.CANNOT_UNDERSTAND, f"invalid command: {exc}")
         state.receiving = Receiving(rq.message_id, context_id, rq, job, refusal)
 
     def data(self, assoc_id: int, context_id: int, data: memoryview, last: bool) -> None:
@@ -254,6 +256,27 @@ class Services:
             rq.affected_sop_instance_uid, relpath, record.size_bytes,
         )
         self.outbox.request_index(token, record, self.policy)
+
+    def index_failed(self, token: int, reason: str) -> None:
+        """The index writer could not index the record: answer a failure, drop the file."""
+        p = self.pending.pop(token, None)
+        if p is None:
+            return
+        _unlink_quietly(self.settings.data_dir / p.relpath)
+        self.counters.failed += 1
+        if p.assoc_id == 0:
+            self.outbox.ingested(p.msg_id, {"outcome": "failed", "reason": reason})
+            return
+        state = self.associations.get(p.assoc_id)
+        if state is not None:
+            rsp = CStoreRSP(
+                message_id_being_responded_to=p.msg_id,
+                affected_sop_class_uid=p.sop_class_uid,
+                affected_sop_instance_uid=p.sop_instance_uid,
+                status=Status.PROCESSING_FAILURE,
+                error_comment=reason[:64],
+            )
+            self._respond(state, p.context_id, p.msg_id, encode_message(rsp))
 
     def indexed(self, token: int, outcome: Outcome, old_relpath: str) -> None:
         """The index writer committed (durably, per mode) the record sent under ``token``."""
@@ -332,7 +355,7 @@ class Services:
             )
         except NotDicomError as exc:
             return {"outcome": "not_dicom", "reason": str(exc)}
-        except IngestError as exc:
+        except (IngestError, ValueError) as exc:
             return {"outcome": "failed", "reason": str(exc)}
         except OSError as exc:
             return {"outcome": "failed", "reason": exc.strerror or str(exc)}
