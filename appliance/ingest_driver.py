@@ -147,13 +147,14 @@ def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool)
     summary = Summary()
     bar = _Progress(progress and not as_json, len(files))
     try:
-        _drive(files, jobs, replies, summary, bar)
+        _drive(files, jobs, replies, pids[1:], summary, bar)
     finally:
         for pid in pids[1:]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         for pid in pids[1:]:
-            os.waitpid(pid, 0)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pids[0], signal.SIGTERM)
         os.waitpid(pids[0], 0)
@@ -172,34 +173,86 @@ def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool)
     return 1 if summary.failed else 0
 
 
-def _drive(files: list[str], jobs: list[Ring], replies: list[Ring], summary: Summary,
-           bar: _Progress) -> None:
-    outstanding: list[dict[int, str]] = [{} for _ in jobs]
-    poller = select.poll()
-    for r in replies:
-        poller.register(r.data_fd, select.POLLIN)
-    next_file = 0
-    job_id = 0
-    while next_file < len(files) or any(outstanding):
-        for w, ring in enumerate(jobs):
+class _Feeder:
+    """Hands files to workers, at most ``_WINDOW`` outstanding each, and tallies outcomes."""
+
+    def __init__(self, files: list[str], jobs: list[Ring], replies: list[Ring],
+                 summary: Summary) -> None:
+        self.files = files
+        self.jobs = jobs
+        self.replies = replies
+        self.summary = summary
+        self.outstanding: list[dict[int, str]] = [{} for _ in jobs]
+        self.alive = [True] * len(jobs)
+        self.next_file = 0
+        self.job_id = 0
+
+    def busy(self) -> bool:
+        return self.next_file < len(self.files) or any(self.outstanding)
+
+    def feed(self) -> None:
+        for w, ring in enumerate(self.jobs):
+            if not self.alive[w]:
+                continue
             put = False
-            while next_file < len(files) and len(outstanding[w]) < _WINDOW:
-                job_id += 1
-                path = files[next_file]
-                if not ring.try_put(Kind.INGEST, 0, job_id, Flag.NONE, 0, path.encode(),
-                                    notify=False):
+            while self.next_file < len(self.files) and len(self.outstanding[w]) < _WINDOW:
+                path = self.files[self.next_file]
+                if not ring.try_put(Kind.INGEST, 0, self.job_id + 1, Flag.NONE, 0,
+                                    path.encode(), notify=False):
                     break
-                outstanding[w][job_id] = path
-                next_file += 1
+                self.job_id += 1
+                self.outstanding[w][self.job_id] = path
+                self.next_file += 1
                 put = True
             if put:
                 ring.notify()
-        poller.poll(1000)
-        for w, ring in enumerate(replies):
+
+    def collect(self) -> None:
+        for w, ring in enumerate(self.replies):
             ring.drain_doorbell()
             while (got := ring.get_copy()) is not None:
                 hdr, payload = got
                 if hdr.kind == Kind.INGESTED:
-                    path = outstanding[w].pop(hdr.msg_id, "?")
-                    summary.add(path, msgpack.unpackb(payload))
+                    path = self.outstanding[w].pop(hdr.msg_id, "?")
+                    self.summary.add(path, msgpack.unpackb(payload))
+
+    def fail_rest(self, reason: str) -> None:
+        for path in self.files[self.next_file:]:
+            self.summary.add(path, {"outcome": "failed", "reason": reason})
+        self.next_file = len(self.files)
+
+
+def _drive(files: list[str], jobs: list[Ring], replies: list[Ring], workers: list[int],
+           summary: Summary, bar: _Progress) -> None:
+    feeder = _Feeder(files, jobs, replies, summary)
+    poller = select.poll()
+    for r in replies:
+        poller.register(r.data_fd, select.POLLIN)
+    while feeder.busy():
+        feeder.feed()
+        poller.poll(1000)
+        feeder.collect()
+        _reap_dead(workers, feeder.alive, feeder.outstanding, summary)
+        if not any(feeder.alive):
+            feeder.fail_rest("no ingest worker left")
+            return
         bar.update(summary)
+
+
+def _reap_dead(workers: list[int], alive: list[bool], outstanding: list[dict[int, str]],
+               summary: Summary) -> None:
+    """A worker that died fails the files it held (never a silent hang); the rest go on."""
+    for w, pid in enumerate(workers):
+        if not alive[w]:
+            continue
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 0
+        if done == 0:
+            continue
+        alive[w] = False
+        for path in outstanding[w].values():
+            summary.add(path, {"outcome": "failed",
+                               "reason": f"ingest worker died (wait status {status})"})
+        outstanding[w].clear()
