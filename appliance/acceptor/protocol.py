@@ -69,6 +69,7 @@ TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 _PendingRecord = tuple[int, int, int, int, bytes]  # kind, msg_id, flags, aux, payload
 # Table 9-10 allows P-DATA requests (Evt9) in Sta6 and Sta8 only.
 _CAN_SEND = (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE)
+DRAIN_IDLE_S = 1.0
 
 
 class DicomProtocol(asyncio.Protocol):
@@ -96,6 +97,8 @@ class DicomProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0
 
     # ---- transport callbacks (the per-association exception boundary) -----------------
 
@@ -240,6 +243,14 @@ class DicomProtocol(asyncio.Protocol):
 
     def _on_pdata(self, ev: PDataReceived) -> None:
         self._touch()
+        self._last_activity = self.loop.time()
+        if self.conn.state is State.STA7_AWAITING_RELEASE_RP and any(
+            p.is_command for p in ev.pdvs
+        ):
+            # A request crossed our A-RELEASE-RQ: it can never be answered (no P-DATA in
+            # Sta7), so say so at once instead of leaving the peer to time out.
+            self._protocol_violation("request received after we asked to release (draining)")
+            return
         max_cmd = self.server.cfg.network.max_command_bytes
         for pdv in ev.pdvs:
             if pdv.is_command:
@@ -352,11 +363,13 @@ class DicomProtocol(asyncio.Protocol):
         self.link = link
         link.associations.add(self)
         if self.conn.state in _CAN_SEND:
-            for ident in failed:
+            if self.contexts:
                 ctx = next(iter(self.contexts))
-                rsp = status_response(ident, Status.PROCESSING_FAILURE, "worker process restarted")
-                for parts in fragment_message(ctx, rsp, None, self.conn.peer_max_pdu):
-                    self._write_pdu_items(b"".join(parts))
+                for ident in failed:
+                    rsp = status_response(ident, Status.PROCESSING_FAILURE,
+                                          "worker process restarted")
+                    for parts in fragment_message(ctx, rsp, None, self.conn.peer_max_pdu):
+                        self._write_pdu_items(b"".join(parts))
             self._send_open()
         if self.paused and self.transport is not None:
             self.paused = False
@@ -374,10 +387,28 @@ class DicomProtocol(asyncio.Protocol):
         self._after_core()
 
     def _maybe_release(self) -> None:
-        """While draining, ask an idle association to release (PS3.8 AR-1; either side may)."""
-        if (self.draining and not self.in_flight and self.receiving is None and not self.pending
-                and self.conn.state is State.STA6_ESTABLISHED):
+        """While draining, an association idle for DRAIN_IDLE_S is asked to release (PS3.8
+        AR-1: either side may). Waiting a moment lets a sender that is between two requests
+        go on: a request crossing our A-RELEASE-RQ could not be answered (no P-DATA in Sta7)."""
+        if not self.draining or self.closed:
+            return
+        self._last_activity = self.loop.time()
+        if self._drain_timer is None:
+            self._drain_timer = self.loop.call_later(DRAIN_IDLE_S, self._drain_check)
+
+    def _drain_check(self) -> None:
+        self._drain_timer = None
+        if self.closed:
+            return
+        idle_for = self.loop.time() - self._last_activity
+        busy = self.in_flight or self.receiving is not None or self.pending
+        if busy or idle_for < DRAIN_IDLE_S:
+            self._drain_timer = self.loop.call_later(DRAIN_IDLE_S, self._drain_check)
+            return
+        if self.conn.state is State.STA6_ESTABLISHED:
+            log.info("assoc.release_requested", assoc_id=self.assoc_id, reason="draining")
             self._write(self.conn.send(RequestRelease()))
+            self._after_core()
 
     def _protocol_violation(self, why: str) -> None:
         log.warning("dimse.abort_sent", assoc_id=self.assoc_id, error=why)
@@ -408,7 +439,23 @@ class DicomProtocol(asyncio.Protocol):
         self.loop.call_later(min(1.0, self.server.cfg.network.artim_timeout_s), tr.abort)
 
     def abort_now(self) -> None:
+        """Grace period over: fail what is in flight (never silence), then A-ABORT."""
+        if self.conn.state in _CAN_SEND and not self.closed:
+            self._fail_in_flight(Status.OUT_OF_RESOURCES, "appliance shutting down")
         self._abort(0)
+
+    def _fail_in_flight(self, status: int, comment: str) -> int:
+        """Answer every fully received request still in flight with ``status``."""
+        failed = [i for m, i in self.in_flight.items() if m != self.receiving]
+        if self.contexts:
+            ctx = next(iter(self.contexts))
+            for ident in failed:
+                rsp = status_response(ident, status, comment)
+                for parts in fragment_message(ctx, rsp, None, self.conn.peer_max_pdu):
+                    self._write_pdu_items(b"".join(parts))
+        for ident in failed:
+            self.in_flight.pop(ident.message_id, None)
+        return len(failed)
 
     def _close_worker_side(self, aborted: bool) -> None:
         link = self.link
@@ -431,6 +478,8 @@ class DicomProtocol(asyncio.Protocol):
             self._timer.cancel()
         if self._idle is not None:
             self._idle.cancel()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         if self.paused:
             self.server.note_paused(-1)
         self.server.unregister(self, outcome)
