@@ -146,13 +146,15 @@ def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool)
         r.close()
     summary = Summary()
     bar = _Progress(progress and not as_json, len(files))
+    alive = [True] * len(jobs)  # a reaped worker's pid may already belong to someone else
     try:
-        _drive(files, jobs, replies, pids[1:], summary, bar)
+        _drive(files, jobs, replies, pids[1:], alive, summary, bar)
     finally:
-        for pid in pids[1:]:
+        live = [pid for pid, ok in zip(pids[1:], alive, strict=True) if ok]
+        for pid in live:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        for pid in pids[1:]:
+        for pid in live:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         with contextlib.suppress(ProcessLookupError):
@@ -177,13 +179,13 @@ class _Feeder:
     """Hands files to workers, at most ``_WINDOW`` outstanding each, and tallies outcomes."""
 
     def __init__(self, files: list[str], jobs: list[Ring], replies: list[Ring],
-                 summary: Summary) -> None:
+                 summary: Summary, alive: list[bool]) -> None:
         self.files = files
         self.jobs = jobs
         self.replies = replies
         self.summary = summary
         self.outstanding: list[dict[int, str]] = [{} for _ in jobs]
-        self.alive = [True] * len(jobs)
+        self.alive = alive
         self.next_file = 0
         self.job_id = 0
 
@@ -223,8 +225,8 @@ class _Feeder:
 
 
 def _drive(files: list[str], jobs: list[Ring], replies: list[Ring], workers: list[int],
-           summary: Summary, bar: _Progress) -> None:
-    feeder = _Feeder(files, jobs, replies, summary)
+           alive: list[bool], summary: Summary, bar: _Progress) -> None:
+    feeder = _Feeder(files, jobs, replies, summary, alive)
     poller = select.poll()
     for r in replies:
         poller.register(r.data_fd, select.POLLIN)
