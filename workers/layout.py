@@ -1,6 +1,6 @@
 """Where objects live under the data root (DESIGN "Storage layout").
 
-    <data>/objects/ab/cd/<study:16>/<series:16>/<sop:40>.dcm
+    <data>/objects/ab/cd/<study:16>/<series:16>/<sop:40>.<copy:8>.dcm
     <data>/tmp/                       spool files, renamed into objects/ (same filesystem)
     <data>/index/                     the LMDB environment
 
@@ -19,6 +19,9 @@ nothing and is safe whatever bytes a peer put in a UID. Trade-offs chosen here:
     unit of identity in the index, so two instances never map to one file.
   - The path depends on Study and Series too: an instance re-sent under another study or
     series gets a new path, and the index writer reports the old one for deletion.
+  - ``workers.store`` inserts a random 8-hex-digit copy tag before ``.dcm``: two copies of one
+    SOP Instance in flight at once (two associations, or `pacs ingest` beside `pacs serve`)
+    never rename over each other; the index keeps one and the other copy is deleted.
 """
 
 from __future__ import annotations
