@@ -84,7 +84,8 @@ class DicomProtocol(asyncio.Protocol):
         self.calling_ae = ""
         self.peer = ""
         self.contexts: dict[int, tuple[str, str]] = {}
-        self.in_flight: dict[int, RequestIdentity] = {}
+        # message id -> (request, presentation context it came on: the response goes there)
+        self.in_flight: dict[int, tuple[RequestIdentity, int]] = {}
         self.receiving: int | None = None
         self.receiving_ctx = 0
         self.discard_msg: int | None = None
@@ -293,7 +294,7 @@ class DicomProtocol(asyncio.Protocol):
         if ident is None:
             self._protocol_violation("command set without Command Field or Message ID")
             return False
-        self.in_flight[ident.message_id] = ident
+        self.in_flight[ident.message_id] = (ident, context_id)
         if ident.has_data_set:
             self.receiving = ident.message_id
             self.receiving_ctx = context_id
@@ -355,27 +356,25 @@ class DicomProtocol(asyncio.Protocol):
 
     def worker_replaced(self, link: WorkerLink) -> None:
         """The pinned worker died: fail what it had in flight, then rebind (STYLE 2.5)."""
-        failed = list(self.in_flight.values())
-        self.in_flight.clear()
         self.pending.clear()
-        if self.receiving is not None:
-            self.discard_msg = self.receiving  # drop the rest of the orphaned data set
+        receiving = self.receiving
+        if receiving is not None:
+            self.discard_msg = receiving  # drop the rest of the orphaned data set
         self.link = link
         link.associations.add(self)
+        failed = len(self.in_flight)
         if self.conn.state in _CAN_SEND:
-            if self.contexts:
-                ctx = next(iter(self.contexts))
-                for ident in failed:
-                    rsp = status_response(ident, Status.PROCESSING_FAILURE,
-                                          "worker process restarted")
-                    for parts in fragment_message(ctx, rsp, None, self.conn.peer_max_pdu):
-                        self._write_pdu_items(b"".join(parts))
+            # The orphaned data set's request too: its response follows the rest of its PDVs
+            # in time, which the peer is still sending (they are discarded above).
+            self._fail_in_flight(Status.PROCESSING_FAILURE, "worker process restarted",
+                                 include_receiving=True)
             self._send_open()
+        self.in_flight.clear()
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
             self.server.note_paused(-1)
-        log.warning("assoc.ops_failed", assoc_id=self.assoc_id, failed=len(failed),
+        log.warning("assoc.ops_failed", assoc_id=self.assoc_id, failed=failed,
                     worker=link.slot, generation=link.generation)
         self._after_core()
 
@@ -444,17 +443,15 @@ class DicomProtocol(asyncio.Protocol):
             self._fail_in_flight(Status.OUT_OF_RESOURCES, "appliance shutting down")
         self._abort(0)
 
-    def _fail_in_flight(self, status: int, comment: str) -> int:
-        """Answer every fully received request still in flight with ``status``."""
-        failed = [i for m, i in self.in_flight.items() if m != self.receiving]
-        if self.contexts:
-            ctx = next(iter(self.contexts))
-            for ident in failed:
-                rsp = status_response(ident, status, comment)
-                for parts in fragment_message(ctx, rsp, None, self.conn.peer_max_pdu):
-                    self._write_pdu_items(b"".join(parts))
-        for ident in failed:
-            self.in_flight.pop(ident.message_id, None)
+    def _fail_in_flight(self, status: int, comment: str, include_receiving: bool = False) -> int:
+        """Answer requests still in flight with ``status``, each on its own context."""
+        failed = [(m, i, ctx) for m, (i, ctx) in self.in_flight.items()
+                  if include_receiving or m != self.receiving]
+        for msg_id, ident, ctx in failed:
+            rsp = status_response(ident, status, comment)
+            for parts in fragment_message(ctx, rsp, None, self.conn.peer_max_pdu):
+                self._write_pdu_items(b"".join(parts))
+            self.in_flight.pop(msg_id, None)
         return len(failed)
 
     def _close_worker_side(self, aborted: bool) -> None:

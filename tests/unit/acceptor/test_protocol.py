@@ -236,11 +236,11 @@ def test_pdata_before_association_is_unexpected(env: Env) -> None:
 
 def test_worker_replaced_fails_in_flight_with_0110(env: Env) -> None:
     proto, tr = env.connect()
-    proto.data_received(associate_rq([(1, CT)]))
+    proto.data_received(associate_rq([(1, VERIFICATION), (3, CT)]))
     tr.take_pdus()
     cmd = encode_message(CStoreRQ(message_id=5, affected_sop_class_uid=CT,
                                   affected_sop_instance_uid="1.2.3.4"))
-    proto.data_received(pdata([PDV(1, True, True, cmd), PDV(1, False, False, b"x" * 10)]))
+    proto.data_received(pdata([PDV(3, True, True, cmd), PDV(3, False, False, b"x" * 10)]))
     env.job_records()
     ch2, rings2 = WorkerChannels.create(0, 2, 1 << 20, 1 << 20)
     from appliance.acceptor.links import WorkerLink
@@ -250,12 +250,13 @@ def test_worker_replaced_fails_in_flight_with_0110(env: Env) -> None:
     proto.worker_replaced(new)
     [(ptype, body)] = tr.take_pdus()
     assert ptype == 0x04
+    assert body[4] == 3  # answered on the request's own presentation context
     msg = decode_message(body[6:])
     assert isinstance(msg, CStoreRSP)
     assert msg.status == Status.PROCESSING_FAILURE and msg.message_id_being_responded_to == 5
     assert msg.affected_sop_instance_uid == "1.2.3.4"
     # the rest of the orphaned data set is dropped, the next message goes to the new worker
-    proto.data_received(pdata([PDV(1, False, True, b"y" * 10)]))
+    proto.data_received(pdata([PDV(3, False, True, b"y" * 10)]))
     new.flush()
     jobs2 = Ring.attach(ch2.jobs)
     jobs2.drain_doorbell()
