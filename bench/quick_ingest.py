@@ -78,8 +78,9 @@ class Receiver:
                 self.proc.wait()
 
     def count(self) -> int:
-        return sum(1 for p in self.data.rglob("*") if p.is_file() and p.suffix != ".mdb"
-                   and "index" not in p.parts and "tmp" not in p.parts)
+        """Objects stored: the appliance's objects/ tree, or storescp's output folder."""
+        root = self.data / "objects" if (self.data / "objects").is_dir() else self.data
+        return sum(1 for p in root.rglob("*") if p.is_file())
 
 
 def send(port: int, files: list[Path], n: int) -> float:
