@@ -37,6 +37,7 @@ from pathlib import Path
 
 from appliance import systemd
 from appliance.config import Config
+from appliance.datadir import ensure_index, prepare_data_dir
 from appliance.errors import HaltAppliance
 from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.control import ApplianceState, ControlBlock, ProcState, Role
@@ -88,25 +89,6 @@ def bind_listener(host: str, port: int) -> socket.socket:
     sock.setblocking(False)
     sock.set_inheritable(True)
     return sock
-
-
-def prepare_data_dir(data: Path) -> None:
-    """Create the layout and remove temp files a crash left (never acknowledged objects)."""
-    for sub in ("objects", "tmp", "index"):
-        (data / sub).mkdir(parents=True, exist_ok=True)
-    for leftover in (data / "tmp").glob("*.part"):
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
-
-
-def ensure_index(cfg: Config) -> None:
-    """Open (creating or checking the schema of) the index once, and close it, before forking:
-    LMDB environments must not cross a fork."""
-    from workers.index.writer import IndexWriter
-
-    w = IndexWriter(cfg.storage.data_dir / "index", map_size=cfg.storage.index_map_size_bytes,
-                    sync=True)
-    w.close()
 
 
 class Arbiter:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import msgpack
 
-from appliance.arbiter import ensure_index, prepare_data_dir
 from appliance.config import Config
+from appliance.datadir import ensure_index, prepare_data_dir
 from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Ring
