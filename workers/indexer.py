@@ -41,7 +41,7 @@ from appliance.ipc.fdpass import recv_with_fds
 from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Ring
 from workers.durability import syncfs
-from workers.index.schema import unpack_record
+from workers.index.schema import InstanceRecord, unpack_record
 from workers.index.writer import IndexWriter
 
 log = structlog.get_logger(component="index_writer")
@@ -145,20 +145,7 @@ class IndexWriterProcess:
                 for i in idxs:
                     results[i] = (INDEX_FAILED, f"unknown duplicate policy {policy}")
                 continue
-            good: list[int] = []
-            records = []
-            for i in idxs:
-                try:
-                    rec = unpack_record(batch[i][3])
-                except (ValueError, TypeError) as exc:
-                    results[i] = (INDEX_FAILED, f"unreadable index record: {exc}")
-                    continue
-                if not (rec.sop_instance_uid and rec.series_instance_uid
-                        and rec.study_instance_uid):
-                    results[i] = (INDEX_FAILED, "record without UIDs")
-                    continue
-                good.append(i)
-                records.append(rec)
+            good, records = _decode(batch, idxs, results)
             if not records:
                 continue
             outcomes = self.writer.apply_batch(records, _POLICIES[policy])
@@ -212,6 +199,27 @@ class IndexWriterProcess:
             Ring.attach((fds[3], fds[4], fds[5]), own=True),
         )
         log.info("index_writer.rings_replaced", slot=slot, generation=gen)
+
+
+def _decode(
+    batch: list[tuple[SlotRings, int, int, bytes]], idxs: list[int],
+    results: dict[int, tuple[int, str]],
+) -> tuple[list[int], list[InstanceRecord]]:
+    """Unpack the records at ``idxs``; the unusable ones get INDEX_FAILED in ``results``."""
+    good: list[int] = []
+    records: list[InstanceRecord] = []
+    for i in idxs:
+        try:
+            rec = unpack_record(batch[i][3])
+        except (ValueError, TypeError) as exc:
+            results[i] = (INDEX_FAILED, f"unreadable index record: {exc}")
+            continue
+        if not (rec.sop_instance_uid and rec.series_instance_uid and rec.study_instance_uid):
+            results[i] = (INDEX_FAILED, "record without UIDs")
+            continue
+        good.append(i)
+        records.append(rec)
+    return good, records
 
 
 def run_index_writer(

@@ -269,14 +269,7 @@ class Services:
             return
         state = self.associations.get(p.assoc_id)
         if state is not None:
-            rsp = CStoreRSP(
-                message_id_being_responded_to=p.msg_id,
-                affected_sop_class_uid=p.sop_class_uid,
-                affected_sop_instance_uid=p.sop_instance_uid,
-                status=Status.PROCESSING_FAILURE,
-                error_comment=reason[:64],
-            )
-            self._respond(state, p.context_id, p.msg_id, encode_message(rsp))
+            self._answer_pending(state, p, Status.PROCESSING_FAILURE, reason[:64])
 
     def indexed(self, token: int, outcome: Outcome, old_relpath: str) -> None:
         """The index writer committed (durably, per mode) the record sent under ``token``."""
@@ -304,27 +297,32 @@ class Services:
         state = self.associations.get(p.assoc_id)
         if state is None:
             return  # association gone; the object is stored and indexed all the same
-        rsp = CStoreRSP(
-            message_id_being_responded_to=p.msg_id,
-            affected_sop_class_uid=p.sop_class_uid,
-            affected_sop_instance_uid=p.sop_instance_uid,
-            status=status,
-            error_comment=comment,
-        )
-        self._respond(state, p.context_id, p.msg_id, encode_message(rsp))
+        self._answer_pending(state, p, status, comment)
+
+    def _answer_pending(self, state: AssociationState, p: PendingIndex, status: int,
+                        comment: str | None) -> None:
+        self._store_rsp_to(state, p.context_id, p.msg_id, p.sop_class_uid, p.sop_instance_uid,
+                           status, comment)
 
     def _store_rsp(
         self, state: AssociationState, context_id: int, rq: CStoreRQ, status: int,
         comment: str | None,
     ) -> None:
+        self._store_rsp_to(state, context_id, rq.message_id, rq.affected_sop_class_uid,
+                           rq.affected_sop_instance_uid, status, comment)
+
+    def _store_rsp_to(self, state: AssociationState, context_id: int, msg_id: int,
+                      sop_class_uid: str, sop_instance_uid: str, status: int,
+                      comment: str | None) -> None:
+        """C-STORE-RSP (PS3.7 §9.3.1.2) echoing the request's SOP Class/Instance."""
         rsp = CStoreRSP(
-            message_id_being_responded_to=rq.message_id,
-            affected_sop_class_uid=rq.affected_sop_class_uid,
-            affected_sop_instance_uid=rq.affected_sop_instance_uid,
+            message_id_being_responded_to=msg_id,
+            affected_sop_class_uid=sop_class_uid,
+            affected_sop_instance_uid=sop_instance_uid,
             status=status,
             error_comment=comment,
         )
-        self._respond(state, context_id, rq.message_id, encode_message(rsp))
+        self._respond(state, context_id, msg_id, encode_message(rsp))
 
     def _respond(self, state: AssociationState, context_id: int, msg_id: int, cmd: bytes) -> None:
         pdus = fragment_message(context_id, cmd, None, state.peer_max_pdu)
