@@ -91,6 +91,33 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
+def prepare_metrics_dir(data: Path) -> None:
+    """prometheus-client multiprocess mode needs a directory that starts empty on every run:
+    systemd's RuntimeDirectory= provides one through $PROMETHEUS_MULTIPROC_DIR; otherwise we
+    use <data>/run/prometheus and empty it. Set before any child imports prometheus_client."""
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data / "run" / "prometheus")
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def _metrics_child_died(pid: int, role: Role, status: int) -> None:
+    """Merge a dead child's live gauges out (gunicorn's recipe) and count worker restarts."""
+    from prometheus_client import multiprocess
+
+    from metrics import registry as m
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    if role is Role.WORKER:
+        if os.WIFSIGNALED(status):
+            cause = "sigkill" if os.WTERMSIG(status) == signal.SIGKILL else "signal"
+        else:
+            cause = "boot_failed" if os.WEXITSTATUS(status) == EXIT_BOOT_FAILED else "exit"
+        m.WORKER_RESTARTS.labels(cause).inc()
+
+
 class Arbiter:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -115,6 +142,7 @@ class Arbiter:
         cfg = self.cfg
         data = Path(cfg.storage.data_dir)
         prepare_data_dir(data)
+        prepare_metrics_dir(data)
         ensure_index(cfg)
         self.listener = bind_listener(cfg.network.host, cfg.network.port)
         port = self.listener.getsockname()[1]
@@ -354,6 +382,7 @@ class Arbiter:
                 continue
             log.error("worker.died" if child.role is Role.WORKER else "arbiter.child_died",
                       role=child.role.name.lower(), pid=pid, cause=cause)
+            _metrics_child_died(pid, child.role, status)
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
             if code == EXIT_BOOT_FAILED:
                 raise HaltAppliance(EXIT_BOOT_FAILED, f"{child.role.name.lower()} failed to boot")

@@ -6,6 +6,7 @@ It also samples the data volume's free space into the control block (readiness i
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -15,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 
 from appliance.ipc.control import ControlBlock, ProcState
+from metrics import registry as m
 from metrics.health import liveness, readiness, status
 
 log = structlog.get_logger(component="exporter")
@@ -36,8 +45,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200 if h.ok else 503, h.body())
         elif path == "/status":
             self._json(200, status(srv.cb))
+        elif path == "/metrics":
+            self._metrics()
         else:
             self._json(404, {"error": "not found"})
+
+    def _metrics(self) -> None:
+        """Every process's samples merged (prometheus-client multiprocess mode)."""
+        srv = self.server
+        m.READY.set(1 if readiness(srv.cb, srv.heartbeat_timeout_s).ok else 0)
+        registry = CollectorRegistry()
+        if m.multiprocess_enabled():
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        data = generate_latest(registry if m.multiprocess_enabled() else REGISTRY)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _json(self, code: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -64,9 +89,20 @@ def _disk_sampler(cb: ControlBlock, data_dir: Path, min_free_bytes: int,
             st = os.statvfs(data_dir)
             free = st.f_bavail * st.f_frsize
             cb.global_area.set_disk(free >= min_free_bytes, free)
+            m.DISK_FREE.set(free)
+            index_file = data_dir / "index" / "data.mdb"
+            if index_file.exists():
+                m.INDEX_SIZE.set(index_file.stat().st_size)
         except OSError:
             cb.global_area.set_disk(False, 0)
         stop.wait(2.0)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("dicom-ingest-appliance")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def run_exporter(
@@ -97,6 +133,7 @@ def run_exporter(
             stop.wait(0.5)
 
     threading.Thread(target=_beat, daemon=True).start()
+    m.BUILD_INFO.labels(_version()).set(1)
     me.state = ProcState.READY
     log.info("exporter.listening", address=f"{host}:{srv.server_address[1]}")
     srv.serve_forever(poll_interval=0.5)

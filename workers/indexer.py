@@ -40,14 +40,16 @@ from appliance.config import Config, DuplicatePolicy, Durability
 from appliance.ipc.fdpass import recv_with_fds
 from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Ring
+from metrics import registry as m
 from workers.durability import syncfs
-from workers.index.schema import InstanceRecord, unpack_record
+from workers.index.schema import InstanceRecord, Outcome, unpack_record
 from workers.index.writer import IndexWriter
 
 log = structlog.get_logger(component="index_writer")
 
 _POLICIES = [DuplicatePolicy.KEEP, DuplicatePolicy.OVERWRITE, DuplicatePolicy.REJECT]
 INDEX_FAILED = 0xFFFF  # ack code (outside Outcome) for a record that could not be indexed
+_OUTCOME_LABELS = {int(o): o.name.lower() for o in Outcome}
 
 
 @dataclass
@@ -134,6 +136,7 @@ class IndexWriterProcess:
         return out
 
     def _commit(self, batch: list[tuple[SlotRings, int, int, bytes]]) -> None:
+        t0 = time.monotonic()
         if self.mode is Durability.BATCH:
             syncfs(self.data_dir)  # files of this batch reach the disk before their records
         by_policy: dict[int, list[int]] = {}
@@ -152,8 +155,11 @@ class IndexWriterProcess:
             for i, res in zip(good, outcomes, strict=True):
                 results[i] = (int(res.outcome), res.old_relpath or "")
         self.commits += 1
+        m.INDEX_COMMIT.observe(time.monotonic() - t0)
+        m.INDEX_BATCH.observe(len(batch))
         for i, (sr, token, _, _) in enumerate(batch):
             code, old = results[i]
+            m.INDEX_RECORDS.labels(_OUTCOME_LABELS.get(code, "failed")).inc()
             sr.backlog.append((token, code, old.encode()))
         for sr in {b[0].slot: b[0] for b in batch}.values():
             self._flush_backlog(sr)

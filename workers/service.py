@@ -41,6 +41,7 @@ from appliance.dimse.fragment import PduParts, fragment_message
 from appliance.dimse.responses import RequestIdentity, status_response
 from appliance.dimse.status import Status
 from appliance.errors import IngestError
+from metrics import registry as m
 from workers.header import IndexAttributes, NeedMoreData, read_index_attributes
 from workers.index.reader import IndexReader
 from workers.index.schema import InstanceRecord, Outcome
@@ -96,15 +97,27 @@ class PendingIndex:
     sop_instance_uid: str
     relpath: str
     size_bytes: int
-    started_ns: int = field(default_factory=time.monotonic_ns)
+    started_ns: int = field(default_factory=time.monotonic_ns)  # last fragment received
+    requested_ns: int = field(default_factory=time.monotonic_ns)  # sent to the index writer
 
 
 @dataclass
 class ServiceCounters:
+    """Per-worker tallies, mirrored into Prometheus (closed label sets)."""
+
     stored: int = 0
     duplicates: int = 0
     failed: int = 0
     echoes: int = 0
+
+    def count(self, result: str, network: bool = True) -> None:
+        if result == "stored":
+            self.stored += 1
+        elif result == "duplicate":
+            self.duplicates += 1
+        else:
+            self.failed += 1
+        m.INSTANCES.labels(result, "network" if network else "ingest").inc()
 
 
 class Services:
@@ -156,6 +169,7 @@ class Services:
             return
         if isinstance(msg, CEchoRQ):
             self.counters.echoes += 1
+            m.DIMSE_OPERATIONS.labels("C-ECHO", "success").inc()
             rsp = CEchoRSP(
                 message_id_being_responded_to=msg.message_id,
                 affected_sop_class_uid=msg.affected_sop_class_uid or VERIFICATION,
@@ -175,6 +189,7 @@ class Services:
             self.outbox.abort(state.assoc_id, 0)
             return
         rsp = status_response(rq, Status.UNRECOGNIZED_OPERATION)
+        m.DIMSE_OPERATIONS.labels("unsupported", "failure").inc()
         log.info("dimse.refused", assoc_id=state.assoc_id, command_field=rq.command_field,
                  status=Status.UNRECOGNIZED_OPERATION)
         if rq.has_data_set:
@@ -230,22 +245,28 @@ class Services:
     def _finish_store(
         self, state: AssociationState, context_id: int, rq: CStoreRQ, job: StoreJob
     ) -> None:
+        t_last_ns = time.monotonic_ns()
         try:
             attrs, relpath = job.prepare()
             existing = self.index.get_instance(rq.affected_sop_instance_uid)
             if existing is not None and self.policy is not DuplicatePolicy.OVERWRITE:
                 job.discard()
                 if self.policy is DuplicatePolicy.REJECT:
-                    self.counters.failed += 1
+                    self.counters.count("failed")
+                    m.STORE_FAILURES.labels("duplicate").inc()
                     self._store_rsp(state, context_id, rq, Status.DUPLICATE_SOP_INSTANCE,
                                     "SOP Instance already stored")
                 else:
-                    self.counters.duplicates += 1
+                    self.counters.count("duplicate")
                     self._store_rsp(state, context_id, rq, Status.SUCCESS, None)
                 return
+            t_write = time.monotonic_ns()
+            m.STAGE_SECONDS.labels("parse").observe((t_write - t_last_ns) / 1e9)
             record = job.commit(attrs, relpath)
+            m.STAGE_SECONDS.labels("write").observe((time.monotonic_ns() - t_write) / 1e9)
         except IngestError as exc:
-            self.counters.failed += 1
+            self.counters.count("failed")
+            m.STORE_FAILURES.labels(_failure_reason(exc.status)).inc()
             log.warning("store.failed", assoc_id=state.assoc_id, status=exc.status,
                         error=str(exc))
             self._store_rsp(state, context_id, rq, exc.status, str(exc)[:64])
@@ -253,7 +274,7 @@ class Services:
         token = next(self._tokens)
         self.pending[token] = PendingIndex(
             state.assoc_id, rq.message_id, context_id, rq.affected_sop_class_uid,
-            rq.affected_sop_instance_uid, relpath, record.size_bytes,
+            rq.affected_sop_instance_uid, relpath, record.size_bytes, t_last_ns,
         )
         self.outbox.request_index(token, record, self.policy)
 
@@ -263,7 +284,8 @@ class Services:
         if p is None:
             return
         _unlink_quietly(self.settings.data_dir / p.relpath)
-        self.counters.failed += 1
+        self.counters.count("failed", p.assoc_id != 0)
+        m.STORE_FAILURES.labels("other").inc()
         if p.assoc_id == 0:
             self.outbox.ingested(p.msg_id, {"outcome": "failed", "reason": reason})
             return
@@ -282,15 +304,18 @@ class Services:
             # Another copy won inside the index transaction (a concurrent store of the same
             # SOP Instance): ours was placed under its own name and is not referenced.
             _unlink_quietly(self.settings.data_dir / p.relpath)
+        network = p.assoc_id != 0
         if outcome is Outcome.REJECTED:
             status, comment = Status.DUPLICATE_SOP_INSTANCE, "SOP Instance already stored"
-            self.counters.failed += 1
+            self.counters.count("failed", network)
+            m.STORE_FAILURES.labels("duplicate").inc()
         else:
             status, comment = Status.SUCCESS, None
-            if outcome is Outcome.DUPLICATE_KEPT:
-                self.counters.duplicates += 1
-            else:
-                self.counters.stored += 1
+            self.counters.count("duplicate" if outcome is Outcome.DUPLICATE_KEPT else "stored",
+                                network)
+        now = time.monotonic_ns()
+        m.STAGE_SECONDS.labels("index").observe((now - p.requested_ns) / 1e9)
+        m.INGEST_LATENCY.observe((now - p.started_ns) / 1e9)
         if p.assoc_id == 0:
             self.outbox.ingested(p.msg_id, {"outcome": outcome.name.lower(), "status": status})
             return
@@ -315,6 +340,7 @@ class Services:
                       sop_class_uid: str, sop_instance_uid: str, status: int,
                       comment: str | None) -> None:
         """C-STORE-RSP (PS3.7 §9.3.1.2) echoing the request's SOP Class/Instance."""
+        m.DIMSE_OPERATIONS.labels("C-STORE", m.status_class(status)).inc()
         rsp = CStoreRSP(
             message_id_being_responded_to=msg_id,
             affected_sop_class_uid=sop_class_uid,
@@ -370,10 +396,12 @@ class Services:
             if existing is not None and self.policy is not DuplicatePolicy.OVERWRITE:
                 job.discard()
                 outcome = "duplicate" if self.policy is DuplicatePolicy.KEEP else "rejected"
+                self.counters.count("duplicate" if outcome == "duplicate" else "failed", False)
                 return {"outcome": outcome}
             record = job.commit(attrs, relpath)
         except (IngestError, OSError) as exc:
             job.discard()
+            self.counters.count("failed", False)
             return {"outcome": "failed", "reason": str(exc)}
         token = next(self._tokens)
         self.pending[token] = PendingIndex(
@@ -393,6 +421,19 @@ def _peek_attributes(path: Path, offset: int, transfer_syntax_uid: str) -> Index
         except NeedMoreData:
             fh.seek(offset)
             return read_index_attributes(fh.read(), transfer_syntax_uid)
+
+
+def _failure_reason(status: int) -> str:
+    """A closed label for a refused store (PS3.4 B.2.3 status ranges)."""
+    if 0xA700 <= status <= 0xA7FF:
+        return "out_of_resources"
+    if 0xA900 <= status <= 0xA9FF:
+        return "mismatch"
+    if 0xC000 <= status <= 0xCFFF:
+        return "cannot_understand"
+    if status == 0x0122:
+        return "refused"
+    return "other"
 
 
 def _unlink_quietly(path: Path) -> None:

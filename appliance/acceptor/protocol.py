@@ -58,6 +58,7 @@ from appliance.ul.association import (
 )
 from appliance.ul.fsm import State
 from appliance.ul.pdu import AssociateRJ, AssociateRQ
+from metrics import registry as m
 
 if TYPE_CHECKING:
     from appliance.acceptor.links import WorkerLink
@@ -70,6 +71,16 @@ _PendingRecord = tuple[int, int, int, int, bytes]  # kind, msg_id, flags, aux, p
 # Table 9-10 allows P-DATA requests (Evt9) in Sta6 and Sta8 only.
 _CAN_SEND = (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE)
 DRAIN_IDLE_S = 1.0
+
+
+def _reject_label(rj: AssociateRJ) -> str:
+    """A closed label for a rejection (PS3.8 Table 9-21 source/reason)."""
+    if rj.source == 3:
+        return "congestion" if rj.reason == 1 else "limit"
+    if rj.source == 1:
+        return {2: "application_context", 3: "calling_ae", 7: "called_ae"}.get(rj.reason,
+                                                                              "no_context")
+    return "protocol"
 
 
 class DicomProtocol(asyncio.Protocol):
@@ -121,6 +132,7 @@ class DicomProtocol(asyncio.Protocol):
         self._touch()
 
     def data_received(self, data: bytes) -> None:
+        m.RECEIVED_BYTES.inc(len(data))
         try:
             self._quickack()
             self.conn.receive_data(data, self.loop.time())
@@ -151,6 +163,7 @@ class DicomProtocol(asyncio.Protocol):
                 log.warning("ul.abort_sent", assoc_id=self.assoc_id, state=conn.state.name,
                             reason=exc.abort_reason, error=str(exc))
                 self.outcome = "aborted_by_us"
+                m.UL_ABORTS.labels("sent", str(exc.abort_reason)).inc()
                 self._write(conn.send(Abort(source=2, reason=exc.abort_reason)))
                 self._close_worker_side(aborted=True)
                 self._half_close()
@@ -170,6 +183,7 @@ class DicomProtocol(asyncio.Protocol):
                 self._close_worker_side(aborted=False)
             elif isinstance(ev, AbortReceived):
                 self.outcome = "aborted_by_peer"
+                m.UL_ABORTS.labels("received", str(ev.reason) if ev.source == 2 else "user").inc()
                 log.info("ul.abort_received", assoc_id=self.assoc_id, source=ev.source,
                          reason=ev.reason)
                 self._close_worker_side(aborted=True)
@@ -200,6 +214,8 @@ class DicomProtocol(asyncio.Protocol):
                      calling_ae=rq.calling_ae, called_ae=rq.called_ae, result=rj.result,
                      source=rj.source, reason=rj.reason)
             self.outcome = "rejected"
+            m.ASSOCIATIONS.labels("rejected").inc()
+            m.REJECTIONS.labels(_reject_label(rj)).inc()
             self._write(self.conn.send(RejectAssociation(rj)))
             return
         assert not isinstance(result, AssociateRJ)
@@ -212,6 +228,7 @@ class DicomProtocol(asyncio.Protocol):
         self.server.count_association(self, +1)
         self._send_open()
         self.outcome = "peer_closed"
+        m.ASSOCIATIONS.labels("accepted").inc()
         log.info("assoc.accepted", assoc_id=self.assoc_id, peer=self.peer,
                  calling_ae=rq.calling_ae, called_ae=rq.called_ae, worker=link.slot,
                  contexts=len(self.contexts), peer_max_pdu=self.conn.peer_max_pdu)
@@ -417,6 +434,7 @@ class DicomProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.outcome = "aborted_by_us"
+        m.UL_ABORTS.labels("sent", str(reason)).inc()
         try:
             self._write(self.conn.send(Abort(source=2, reason=reason)))
         except LocalULError:
@@ -484,6 +502,7 @@ class DicomProtocol(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            m.SENT_BYTES.inc(len(data))
 
     def _quickack(self) -> None:
         # Re-arm quick ACKs after every read: a Nagle-on client holding its last small segment

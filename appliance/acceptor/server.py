@@ -35,6 +35,7 @@ from appliance.ipc.ring import Ring
 from appliance.negotiation.policy import NegotiationPolicy
 from appliance.negotiation.sop_classes import NATIVE_TRANSFER_SYNTAXES
 from appliance.ul.association import ULLimits
+from metrics import registry as m
 
 log = structlog.get_logger(component="acceptor")
 
@@ -82,6 +83,7 @@ class AcceptorServer:
         self.active_total = 0
         self.active_by_ae: dict[str, int] = {}
         self.paused_count = 0
+        self._paused_since = 0.0
         self.draining = False
         self.server: asyncio.AbstractServer | None = None
         self._ids = itertools.count(1)
@@ -101,6 +103,8 @@ class AcceptorServer:
     def unregister(self, proto: DicomProtocol, outcome: str) -> None:
         self.protocols.pop(proto.assoc_id, None)
         log.info("assoc.closed", assoc_id=proto.assoc_id, outcome=outcome)
+        if outcome != "rejected":  # rejections were counted when they were sent
+            m.ASSOCIATIONS.labels(outcome).inc()
         if self.draining and not self.protocols and not self._done.done():
             self._done.set_result(None)
 
@@ -111,11 +115,17 @@ class AcceptorServer:
         if self.active_by_ae[ae] <= 0:
             del self.active_by_ae[ae]
         self.me.associations_active = max(self.active_total, 0)
+        m.ASSOCIATIONS_ACTIVE.inc(delta)
 
     def active_for(self, calling_ae: str) -> int:
         return self.active_by_ae.get(calling_ae, 0)
 
     def note_paused(self, delta: int) -> None:
+        """Backpressure accounting: time with at least one association's reading paused."""
+        now = time.monotonic()
+        if self.paused_count > 0:
+            m.READ_PAUSED.inc(now - self._paused_since)
+        self._paused_since = now
         self.paused_count += delta
 
     def pick_link(self) -> WorkerLink | None:

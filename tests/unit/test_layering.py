@@ -30,12 +30,12 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                       ("metrics", "structlog", "asyncio", *HEAVY)),
     "appliance.acceptor": (("appliance.errors", "appliance.ul", "appliance.dimse",
                             "appliance.negotiation", "appliance.ipc", "appliance.config",
-                            "appliance.acceptor", "metrics.logging"),
+                            "appliance.acceptor", "metrics.logging", "metrics.registry"),
                            ("workers", "appliance.arbiter", "pydicom", "numpy", "numba",
                             "lmdb")),
     "workers.kernels": (("workers.kernels",), ("appliance", "workers.index", "lmdb")),
     "workers": (("appliance.ipc", "appliance.dimse", "appliance.errors", "appliance.config",
-                 "workers", "metrics.logging"),
+                 "workers", "metrics.logging", "metrics.registry"),
                 ("appliance.acceptor", "appliance.arbiter", "asyncio", "uvloop")),
     "metrics": (("appliance.ipc.control", "metrics"), ("appliance.acceptor", "workers")),
     "appliance.arbiter": (("appliance.config", "appliance.ipc", "appliance.systemd",
@@ -58,7 +58,8 @@ def top_level_imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            out.add(node.module)
+            # "from pkg import mod" may name a submodule: judge pkg.mod, which is what is used
+            out |= {f"{node.module}.{a.name}" for a in node.names}
     return out
 
 
