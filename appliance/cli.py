@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ingest":
         from appliance.ingest_driver import run_ingest
 
-        return run_ingest(cfg, args.paths, as_json=args.json, progress=not args.no_progress)
+        return run_ingest(cfg, args.paths, as_json=args.json, progress=not args.no_progress,
+                          log_level=args.log_level or "warning")
     if args.command == "db":
         return _db_stats(cfg, args.json)
     return 2

@@ -36,6 +36,7 @@ from appliance.ipc.ring import Ring
 from metrics.logging import configure as configure_logging
 
 _WINDOW = 16
+_LOG = {"level": "warning"}  # set once by run_ingest, read by the forked children
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _fork(target: object, *args: object) -> int:
         return pid
     code = 1
     try:
-        configure_logging("warning", role="ingest")
+        configure_logging(_LOG["level"], role="ingest", stream=sys.stderr)
         code = target(*args)  # type: ignore[operator]
     finally:
         os._exit(code)
@@ -125,8 +126,11 @@ class _Progress:
         sys.stderr.flush()
 
 
-def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool) -> int:
-    configure_logging("warning", role="ingest")
+def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool,
+               log_level: str = "warning") -> int:
+    """Logs go to stderr (stdout carries the summary); quiet unless --log-level says so."""
+    _LOG["level"] = log_level
+    configure_logging(log_level, role="ingest", stream=sys.stderr)
     data = Path(cfg.storage.data_dir)
     prepare_data_dir(data)
     ensure_index(cfg)
