@@ -300,3 +300,18 @@ def test_concurrent_duplicates_leave_exactly_the_indexed_copy(h: Harness) -> Non
     assert files == [h.data / rec.relpath]
     assert files[0].stat().st_size == rec.size_bytes
     assert files[0].read_bytes().endswith(first)  # keep: the first copy stays
+
+
+def test_max_dataset_bytes_refuses_with_a700_and_keeps_draining(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.svc.settings = StoreSettings(tmp_path, fsync_each=False, max_dataset_bytes=200,
+                                   implementation_class_uid="1.2.3",
+                                   implementation_version_name="T")
+    data, uid = ct_dataset()
+    assert len(data) > 200
+    h.store(1, data, sop_uid=uid, chunk=100)
+    [rsp] = h.out.responses()
+    assert rsp.status == Status.OUT_OF_RESOURCES
+    assert h.tmp_files() == [] and h.out.index_requests == []
+    h.store(2, data[:150], sop_uid=uid)  # the association goes on; next message is answered
+    assert len(h.out.responses()) == 1
