@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from pydicom import dcmread
+
+# A shared 2-core machine is noisy: hypothesis's per-example deadline would turn a scheduling
+# hiccup into a failure. Example counts stay bounded by each test's own settings.
+hypothesis_settings.register_profile("pacs", deadline=None)
+hypothesis_settings.load_profile("pacs")
 
 REPO = Path(__file__).resolve().parent.parent
 _VENV_PYTHON = REPO / ".venv" / "bin" / "python"
