@@ -164,7 +164,7 @@ class DicomProtocol(asyncio.Protocol):
                             reason=exc.abort_reason, error=str(exc))
                 self.outcome = "aborted_by_us"
                 m.UL_ABORTS.labels("sent", str(exc.abort_reason)).inc()
-                self._write(conn.send(Abort(source=2, reason=exc.abort_reason)))
+                self._write(conn.send(Abort(source=2, reason=exc.abort_reason), self.loop.time()))
                 self._close_worker_side(aborted=True)
                 self._half_close()
                 break
@@ -177,7 +177,7 @@ class DicomProtocol(asyncio.Protocol):
             elif isinstance(ev, ReleaseRequested):
                 self._close_worker_side(aborted=False)
                 self.outcome = "released"
-                self._write(conn.send(ReplyRelease()))
+                self._write(conn.send(ReplyRelease(), self.loop.time()))
             elif isinstance(ev, ReleaseConfirmed):
                 self.outcome = "released"
                 self._close_worker_side(aborted=False)
@@ -216,12 +216,12 @@ class DicomProtocol(asyncio.Protocol):
             self.outcome = "rejected"
             m.ASSOCIATIONS.labels("rejected").inc()
             m.REJECTIONS.labels(_reject_label(rj)).inc()
-            self._write(self.conn.send(RejectAssociation(rj)))
+            self._write(self.conn.send(RejectAssociation(rj), self.loop.time()))
             return
         assert not isinstance(result, AssociateRJ)
         link = self.server.pick_link()
         assert link is not None  # _admission checked
-        self._write(self.conn.send(AcceptAssociation(result)))
+        self._write(self.conn.send(AcceptAssociation(result), self.loop.time()))
         self.contexts = accepted_contexts(result, rq)
         self.link = link
         link.associations.add(self)
@@ -423,7 +423,7 @@ class DicomProtocol(asyncio.Protocol):
             return
         if self.conn.state is State.STA6_ESTABLISHED:
             log.info("assoc.release_requested", assoc_id=self.assoc_id, reason="draining")
-            self._write(self.conn.send(RequestRelease()))
+            self._write(self.conn.send(RequestRelease(), self.loop.time()))
             self._after_core()
 
     def _protocol_violation(self, why: str) -> None:
@@ -436,7 +436,7 @@ class DicomProtocol(asyncio.Protocol):
         self.outcome = "aborted_by_us"
         m.UL_ABORTS.labels("sent", str(reason)).inc()
         try:
-            self._write(self.conn.send(Abort(source=2, reason=reason)))
+            self._write(self.conn.send(Abort(source=2, reason=reason), self.loop.time()))
         except LocalULError:
             pass
         self._close_worker_side(aborted=True)
@@ -530,9 +530,10 @@ class DicomProtocol(asyncio.Protocol):
         self._timer = None
         self._timer_at = None
         try:
+            before = self.conn.state
             self.conn.timer_expired(self.loop.time())
-            if self.conn.state is State.STA1_IDLE or self.conn.close_requested:
-                log.info("ul.artim_expired", assoc_id=self.assoc_id)
+            if self.conn.state is not before:
+                log.info("ul.artim_expired", assoc_id=self.assoc_id, state=before.name)
         except Exception:  # noqa: BLE001 - per-association boundary (STYLE 2.5)
             log.exception("acceptor.internal_error", assoc_id=self.assoc_id)
         self._after_core()

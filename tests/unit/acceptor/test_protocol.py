@@ -279,3 +279,20 @@ def test_association_limit_rejects_transient() -> None:
         assert tuple(body[1:4]) == (2, 3, 2)  # transient, provider (presentation), local limit
     finally:
         e.close()
+
+
+def test_artim_after_release_runs_from_now(env: Env) -> None:
+    # Regression: the core was told now=0, so ARTIM after our A-RELEASE-RP had already
+    # expired and the connection was cut at once instead of waiting for the peer to close.
+    from appliance.ul.pdu import ReleaseRQ
+
+    proto, tr = env.connect()
+    proto.data_received(associate_rq([(1, CT)]))
+    tr.take_pdus()
+    proto.data_received(encode_pdu(ReleaseRQ()))
+    [(ptype, _)] = tr.take_pdus()
+    assert ptype == 0x06
+    deadline = proto.conn.deadline
+    assert deadline is not None
+    artim = env.server.cfg.network.artim_timeout_s
+    assert deadline - env.loop.time() > artim - 1
