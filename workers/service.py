@@ -247,23 +247,7 @@ class Services:
     ) -> None:
         t_last_ns = time.monotonic_ns()
         try:
-            attrs, relpath = job.prepare()
-            existing = self.index.get_instance(rq.affected_sop_instance_uid)
-            if existing is not None and self.policy is not DuplicatePolicy.OVERWRITE:
-                job.discard()
-                if self.policy is DuplicatePolicy.REJECT:
-                    self.counters.count("failed")
-                    m.STORE_FAILURES.labels("duplicate").inc()
-                    self._store_rsp(state, context_id, rq, Status.DUPLICATE_SOP_INSTANCE,
-                                    "SOP Instance already stored")
-                else:
-                    self.counters.count("duplicate")
-                    self._store_rsp(state, context_id, rq, Status.SUCCESS, None)
-                return
-            t_write = time.monotonic_ns()
-            m.STAGE_SECONDS.labels("parse").observe((t_write - t_last_ns) / 1e9)
-            record = job.commit(attrs, relpath)
-            m.STAGE_SECONDS.labels("write").observe((time.monotonic_ns() - t_write) / 1e9)
+            record = self._place(job)
         except IngestError as exc:
             self.counters.count("failed")
             m.STORE_FAILURES.labels(_failure_reason(exc.status)).inc()
@@ -271,11 +255,40 @@ class Services:
                         error=str(exc))
             self._store_rsp(state, context_id, rq, exc.status, str(exc)[:64])
             return
-        token = next(self._tokens)
-        self.pending[token] = PendingIndex(
+        if record is None:  # known duplicate, not stored again
+            if self.policy is DuplicatePolicy.REJECT:
+                self.counters.count("failed")
+                m.STORE_FAILURES.labels("duplicate").inc()
+                self._store_rsp(state, context_id, rq, Status.DUPLICATE_SOP_INSTANCE,
+                                "SOP Instance already stored")
+            else:
+                self.counters.count("duplicate")
+                self._store_rsp(state, context_id, rq, Status.SUCCESS, None)
+            return
+        self._submit(record, PendingIndex(
             state.assoc_id, rq.message_id, context_id, rq.affected_sop_class_uid,
-            rq.affected_sop_instance_uid, relpath, record.size_bytes, t_last_ns,
-        )
+            rq.affected_sop_instance_uid, record.relpath, record.size_bytes, t_last_ns,
+        ))
+
+    def _place(self, job: StoreJob) -> InstanceRecord | None:
+        """Parse and validate, then put the file in place; None for a SOP Instance already
+        indexed (unless overwriting), whose copy is discarded. Raises IngestError."""
+        t_start = time.monotonic_ns()
+        attrs, relpath = job.prepare()
+        if (self.policy is not DuplicatePolicy.OVERWRITE
+                and self.index.get_instance(job.sop_instance_uid) is not None):
+            job.discard()
+            return None
+        t_write = time.monotonic_ns()
+        m.STAGE_SECONDS.labels("parse").observe((t_write - t_start) / 1e9)
+        record = job.commit(attrs, relpath)
+        m.STAGE_SECONDS.labels("write").observe((time.monotonic_ns() - t_write) / 1e9)
+        return record
+
+    def _submit(self, record: InstanceRecord, pending: PendingIndex) -> None:
+        """Send the record to the index writer; the answer waits for its acknowledgement."""
+        token = next(self._tokens)
+        self.pending[token] = pending
         self.outbox.request_index(token, record, self.policy)
 
     def index_failed(self, token: int, reason: str) -> None:
@@ -391,23 +404,19 @@ class Services:
                     nxt = fh.read(_INGEST_CHUNK)
                     job.feed(memoryview(chunk), last=not nxt)
                     chunk = nxt
-            attrs, relpath = job.prepare()
-            existing = self.index.get_instance(job.sop_instance_uid)
-            if existing is not None and self.policy is not DuplicatePolicy.OVERWRITE:
-                job.discard()
-                outcome = "duplicate" if self.policy is DuplicatePolicy.KEEP else "rejected"
-                self.counters.count("duplicate" if outcome == "duplicate" else "failed", False)
-                return {"outcome": outcome}
-            record = job.commit(attrs, relpath)
+            record = self._place(job)
         except (IngestError, OSError) as exc:
             job.discard()
             self.counters.count("failed", False)
             return {"outcome": "failed", "reason": str(exc)}
-        token = next(self._tokens)
-        self.pending[token] = PendingIndex(
-            0, job_id, 0, job.sop_class_uid, job.sop_instance_uid, relpath, record.size_bytes
-        )
-        self.outbox.request_index(token, record, self.policy)
+        if record is None:
+            outcome = "duplicate" if self.policy is DuplicatePolicy.KEEP else "rejected"
+            self.counters.count("duplicate" if outcome == "duplicate" else "failed", False)
+            return {"outcome": outcome}
+        self._submit(record, PendingIndex(
+            0, job_id, 0, job.sop_class_uid, job.sop_instance_uid, record.relpath,
+            record.size_bytes,
+        ))
         return None
 
 
