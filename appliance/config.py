@@ -82,12 +82,39 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryConfig:
+    """Query/Retrieve SCP (PS3.4 Annex C)."""
+
+    max_results: int = 0  # C-FIND matches per query; 0 = unlimited. Hit: 0xA700 (C.4.1.1.4)
+    relational: bool = True  # grant relational queries asked for by extended negotiation
+    move_pending_interval_s: float = 1.0  # C-MOVE/C-GET pending responses at most this often
+    move_connect_timeout_s: float = 10.0  # sub-association to a C-MOVE destination
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAE:
+    """A known peer (C-MOVE destination, later storage commitment requester)."""
+
+    ae_title: str
+    host: str
+    port: int
+    tls: bool = False  # not served yet: refused by validate() until the TLS issue lands
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     processes: ProcessConfig = field(default_factory=ProcessConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+    ae_table: tuple[RemoteAE, ...] = ()
     log_level: str = "info"
+
+    def remote_ae(self, ae_title: str) -> RemoteAE | None:
+        """The AE table entry for ``ae_title`` (compared without padding spaces)."""
+        wanted = ae_title.strip()
+        return next((ae for ae in self.ae_table if ae.ae_title == wanted), None)
 
     @property
     def worker_count(self) -> int:
@@ -99,6 +126,7 @@ _SECTIONS: dict[str, type] = {
     "storage": StorageConfig,
     "processes": ProcessConfig,
     "http": HttpConfig,
+    "query": QueryConfig,
 }
 
 
@@ -156,6 +184,8 @@ def from_mapping(data: dict[str, Any], base: Config | None = None) -> Config:
             if not isinstance(value, str):
                 raise ConfigError("log_level must be a string")
             parts["log_level"] = value
+        elif key == "ae_table":
+            parts["ae_table"] = _ae_table(value)
         elif key in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"[{key}] must be a table")
@@ -165,6 +195,29 @@ def from_mapping(data: dict[str, Any], base: Config | None = None) -> Config:
     cfg = replace(cfg, **parts)
     validate(cfg)
     return cfg
+
+
+def _ae_table(value: Any) -> tuple[RemoteAE, ...]:
+    """``[ae_table.TITLE]`` tables with host, port and optionally tls."""
+    if not isinstance(value, dict):
+        raise ConfigError("[ae_table] must be a table of AE titles")
+    entries = []
+    for title, spec in value.items():
+        where = f"[ae_table.{title}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where} must be a table with host and port")
+        unknown = set(spec) - {"host", "port", "tls"}
+        if unknown:
+            raise ConfigError(f"{where} unknown setting {sorted(unknown)[0]!r}")
+        host, port, tls = spec.get("host"), spec.get("port"), spec.get("tls", False)
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"{where} host: expected a host name or address")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+            raise ConfigError(f"{where} port: expected 1-65535, got {port!r}")
+        if not isinstance(tls, bool):
+            raise ConfigError(f"{where} tls: expected true or false")
+        entries.append(RemoteAE(str(title).strip(), host, port, tls))
+    return tuple(entries)
 
 
 def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
@@ -197,6 +250,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[processes] workers must be >= 0")
     if cfg.storage.batch_max < 1:
         raise ConfigError("[storage] batch_max must be >= 1")
+    if cfg.query.max_results < 0:
+        raise ConfigError("[query] max_results must be >= 0")
+    for ae in cfg.ae_table:
+        if not 1 <= len(ae.ae_title) <= 16:
+            raise ConfigError(f"[ae_table.{ae.ae_title}] AE titles are 1-16 characters")
+        if ae.tls:
+            raise ConfigError(f"[ae_table.{ae.ae_title}] tls: TLS is not supported yet")
 
 
 def as_dict(obj: Any) -> Any:
