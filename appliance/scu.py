@@ -42,7 +42,8 @@ from types import TracebackType
 from typing import BinaryIO, Final, NoReturn
 
 from appliance.dimse.assembler import CommandComplete, MessageAssembler
-from appliance.dimse.command import (
+from appliance.dimse.fragment import UNLIMITED_PDU_BYTES, PduParts, fragment_message
+from appliance.dimse.messages import (
     CEchoRQ,
     CEchoRSP,
     CStoreRQ,
@@ -51,7 +52,6 @@ from appliance.dimse.command import (
     encode_message,
     message_from_elements,
 )
-from appliance.dimse.fragment import UNLIMITED_PDU_BYTES, PduParts, fragment_message
 from appliance.errors import ApplianceError, DimseError, LocalULError, RemoteULError
 from appliance.negotiation.policy import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from appliance.negotiation.sop_classes import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION

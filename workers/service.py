@@ -27,17 +27,17 @@ from typing import Protocol
 import structlog
 
 from appliance.config import DuplicatePolicy
-from appliance.dimse.command import (
+from appliance.dimse.command import CommandSetError
+from appliance.dimse.fragment import PduParts, fragment_message
+from appliance.dimse.messages import (
     CEchoRQ,
     CEchoRSP,
-    CommandSetError,
     CStoreRQ,
     CStoreRSP,
     GenericCommand,
     decode_message,
     encode_message,
 )
-from appliance.dimse.fragment import PduParts, fragment_message
 from appliance.dimse.responses import RequestIdentity, status_response
 from appliance.dimse.status import Status
 from appliance.errors import IngestError

@@ -15,12 +15,9 @@ carrying the Message ID when one was readable so a caller may choose to answer i
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, ClassVar
 
 from appliance.dimse.status import Status
 from appliance.errors import DimseError
@@ -313,204 +310,18 @@ def _message_id(elements: Mapping[int, CommandValue]) -> int | None:
     return value if isinstance(value, int) else None
 
 
-# ---- typed messages ---------------------------------------------------------------------
-#
-# Every dataclass field is named after a command element: ``name.upper()`` is the ``Tag``
-# member, so to/from elements is generic. Adding a message = a dataclass + a registry entry.
-
-
-def _to_elements(msg: Any, command_field: int, data_set: bool) -> CommandElements:
-    out: CommandElements = {
-        Tag.COMMAND_FIELD: command_field,
-        Tag.COMMAND_DATA_SET_TYPE: (
-            CommandDataSetType.DATA_SET_PRESENT if data_set else CommandDataSetType.NO_DATA_SET
-        ),
-    }
-    for f in dataclasses.fields(msg):
-        value = getattr(msg, f.name)
-        if value is not None:
-            out[Tag[f.name.upper()]] = int(value) if isinstance(value, IntEnum) else value
-    return out
-
-
-def _from_elements(cls: type[Any], elements: Mapping[int, CommandValue]) -> Any:
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        tag = Tag[f.name.upper()]
-        if tag in elements:
-            kwargs[f.name] = elements[tag]
-        elif f.default is dataclasses.MISSING:
-            raise CommandSetError(
-                f"{cls.__name__}: required element {tag.name} ({tag:#010x}) missing",
-                _message_id(elements),
-            )
-    return cls(**kwargs)
-
-
-@dataclass(frozen=True, slots=True)
-class CEchoRQ:
-    """C-ECHO-RQ (PS3.7 §9.3.5.1, Table 9.3-12)."""
-
-    COMMAND_FIELD: ClassVar[int] = CommandField.C_ECHO_RQ
-    HAS_DATA_SET: ClassVar[bool] = False
-
-    message_id: int
-    affected_sop_class_uid: str = VERIFICATION_SOP_CLASS
-
-    def to_elements(self) -> CommandElements:
-        return _to_elements(self, self.COMMAND_FIELD, self.HAS_DATA_SET)
-
-    @classmethod
-    def from_elements(cls, elements: Mapping[int, CommandValue]) -> CEchoRQ:
-        result: CEchoRQ = _from_elements(cls, elements)
-        return result
-
-
-@dataclass(frozen=True, slots=True)
-class CEchoRSP:
-    """C-ECHO-RSP (PS3.7 §9.3.5.2, Table 9.3-13)."""
-
-    COMMAND_FIELD: ClassVar[int] = CommandField.C_ECHO_RSP
-    HAS_DATA_SET: ClassVar[bool] = False
-
-    message_id_being_responded_to: int
-    status: int = Status.SUCCESS
-    affected_sop_class_uid: str | None = VERIFICATION_SOP_CLASS
-    error_comment: str | None = None
-
-    def to_elements(self) -> CommandElements:
-        return _to_elements(self, self.COMMAND_FIELD, self.HAS_DATA_SET)
-
-    @classmethod
-    def from_elements(cls, elements: Mapping[int, CommandValue]) -> CEchoRSP:
-        result: CEchoRSP = _from_elements(cls, elements)
-        return result
-
-
-@dataclass(frozen=True, slots=True)
-class CStoreRQ:
-    """C-STORE-RQ (PS3.7 §9.3.1.1, Table 9.3-1); a data set always follows."""
-
-    COMMAND_FIELD: ClassVar[int] = CommandField.C_STORE_RQ
-    HAS_DATA_SET: ClassVar[bool] = True
-
-    message_id: int
-    affected_sop_class_uid: str
-    affected_sop_instance_uid: str
-    priority: int = Priority.MEDIUM
-    move_originator_ae_title: str | None = None
-    move_originator_message_id: int | None = None
-
-    def to_elements(self) -> CommandElements:
-        return _to_elements(self, self.COMMAND_FIELD, self.HAS_DATA_SET)
-
-    @classmethod
-    def from_elements(cls, elements: Mapping[int, CommandValue]) -> CStoreRQ:
-        result: CStoreRQ = _from_elements(cls, elements)
-        return result
-
-
-@dataclass(frozen=True, slots=True)
-class CStoreRSP:
-    """C-STORE-RSP (PS3.7 §9.3.1.2, Table 9.3-2)."""
-
-    COMMAND_FIELD: ClassVar[int] = CommandField.C_STORE_RSP
-    HAS_DATA_SET: ClassVar[bool] = False
-
-    message_id_being_responded_to: int
-    status: int
-    affected_sop_class_uid: str | None = None
-    affected_sop_instance_uid: str | None = None
-    error_comment: str | None = None
-    offending_element: tuple[int, ...] | None = None
-
-    def to_elements(self) -> CommandElements:
-        return _to_elements(self, self.COMMAND_FIELD, self.HAS_DATA_SET)
-
-    @classmethod
-    def from_elements(cls, elements: Mapping[int, CommandValue]) -> CStoreRSP:
-        result: CStoreRSP = _from_elements(cls, elements)
-        return result
-
-
-@dataclass(frozen=True, slots=True)
-class GenericCommand:
-    """A command we have no dataclass for; the caller answers 0x0211 (PS3.7 C.5.x) or aborts."""
-
-    elements: CommandElements = field(default_factory=dict)
-
-    @property
-    def command_field(self) -> int:
-        value = self.elements.get(Tag.COMMAND_FIELD)
-        return value if isinstance(value, int) else -1
-
-    @property
-    def message_id(self) -> int | None:
-        return _message_id(self.elements)
-
-    @property
-    def has_data_set(self) -> bool:
-        return has_data_set(self.elements)
-
-    def to_elements(self) -> CommandElements:
-        return dict(self.elements)
-
-
-Message = CEchoRQ | CEchoRSP | CStoreRQ | CStoreRSP | GenericCommand
-
-MESSAGE_TYPES: dict[int, type[CEchoRQ | CEchoRSP | CStoreRQ | CStoreRSP]] = {
-    cls.COMMAND_FIELD: cls for cls in (CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP)
-}
-
-
-def message_from_elements(elements: CommandElements) -> Message:
-    """Dispatch decoded elements on (0000,0100) Command Field (PS3.7 Table E.1-1).
-
-    Unknown command fields give ``GenericCommand`` so the caller can answer 0x0211.
-    Raises ``CommandSetError`` when Command Field or Command Data Set Type is missing, or a
-    known message lacks a required field."""
-    command_field = elements.get(Tag.COMMAND_FIELD)
-    if not isinstance(command_field, int):
-        raise CommandSetError("(0000,0100) Command Field missing", _message_id(elements))
-    has_data_set(elements)  # validates (0000,0800) for every message, known or not
-    cls = MESSAGE_TYPES.get(command_field)
-    if cls is None:
-        return GenericCommand(elements)
-    return cls.from_elements(elements)
-
-
-def decode_message(data: bytes | memoryview) -> Message:
-    """``decode_command_set`` then ``message_from_elements``; raises only ``CommandSetError``."""
-    return message_from_elements(decode_command_set(data))
-
-
-def encode_message(msg: Message) -> bytes:
-    """The command set bytes of ``msg`` (PS3.7 §6.3.1)."""
-    return encode_command_set(msg.to_elements())
-
-
 __all__ = [
-    "CEchoRQ",
-    "CEchoRSP",
     "COMMAND_VR",
-    "CStoreRQ",
-    "CStoreRSP",
     "CommandDataSetType",
     "CommandElements",
     "CommandField",
     "CommandSetError",
     "CommandValue",
-    "GenericCommand",
-    "MESSAGE_TYPES",
-    "Message",
     "Priority",
     "RESPONSE_BIT",
     "Tag",
     "VERIFICATION_SOP_CLASS",
     "decode_command_set",
-    "decode_message",
     "encode_command_set",
-    "encode_message",
     "has_data_set",
-    "message_from_elements",
 ]

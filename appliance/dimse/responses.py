@@ -13,10 +13,10 @@ from appliance.dimse.command import (
     RESPONSE_BIT,
     CommandDataSetType,
     CommandElements,
-    GenericCommand,
     Tag,
     encode_command_set,
 )
+from appliance.dimse.messages import GenericCommand
 
 
 @dataclass(frozen=True, slots=True)

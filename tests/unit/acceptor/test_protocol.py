@@ -17,8 +17,8 @@ import pytest
 from appliance.acceptor.protocol import DicomProtocol
 from appliance.acceptor.server import AcceptorServer, AcceptorSetup
 from appliance.config import Config, NetworkConfig, load
-from appliance.dimse.command import CEchoRQ, CStoreRQ, CStoreRSP, decode_message, encode_message
 from appliance.dimse.fragment import fragment_message
+from appliance.dimse.messages import CEchoRQ, CStoreRQ, CStoreRSP, decode_message, encode_message
 from appliance.dimse.status import Status
 from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.control import ControlBlock, ProcState, Role

@@ -12,7 +12,8 @@ from appliance.dimse.assembler import (
     DataFragment,
     MessageAssembler,
 )
-from appliance.dimse.command import CEchoRQ, CommandSetError, CStoreRQ, encode_message
+from appliance.dimse.command import CommandSetError
+from appliance.dimse.messages import CEchoRQ, CStoreRQ, encode_message
 from appliance.ul.pdu import PDV
 
 STORE = encode_message(CStoreRQ(1, "1.2.840.10008.5.1.4.1.1.2", "1.2.3"))

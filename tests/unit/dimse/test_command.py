@@ -12,20 +12,22 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
 from appliance.dimse.command import (
-    CEchoRQ,
-    CEchoRSP,
     CommandField,
     CommandSetError,
-    CStoreRQ,
-    CStoreRSP,
-    GenericCommand,
     Priority,
     Tag,
     decode_command_set,
-    decode_message,
     encode_command_set,
-    encode_message,
     has_data_set,
+)
+from appliance.dimse.messages import (
+    CEchoRQ,
+    CEchoRSP,
+    CStoreRQ,
+    CStoreRSP,
+    GenericCommand,
+    decode_message,
+    encode_message,
 )
 from appliance.dimse.status import Status
 

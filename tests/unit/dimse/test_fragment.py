@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.dimse.assembler import CommandComplete, DataFragment, MessageAssembler
-from appliance.dimse.command import CStoreRQ, encode_message
 from appliance.dimse.fragment import PduParts, fragment_message, pdu_body_length
+from appliance.dimse.messages import CStoreRQ, encode_message
 from appliance.ul.pdu import PDV
 
 COMMAND = encode_message(CStoreRQ(1, "1.2.840.10008.5.1.4.1.1.2", "1.2.3"))

@@ -17,14 +17,14 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from appliance.config import DuplicatePolicy
-from appliance.dimse.command import (
+from appliance.dimse.command import encode_command_set
+from appliance.dimse.messages import (
     CEchoRQ,
     CEchoRSP,
     CStoreRQ,
     CStoreRSP,
     GenericCommand,
     decode_message,
-    encode_command_set,
     encode_message,
 )
 from appliance.dimse.status import Status
