@@ -75,6 +75,7 @@ from appliance.ul.association import (
 )
 from appliance.ul.pdu import (
     PDV_HEADER_BYTES,
+    AssociateAC,
     AssociateRJ,
     AssociateRQ,
     ImplementationClassUID,
@@ -83,6 +84,7 @@ from appliance.ul.pdu import (
     PresentationContextRQ,
     PresentationResult,
     UserInformation,
+    UserSubItem,
     encode_pdv_header,
 )
 
@@ -282,6 +284,9 @@ class SCU:
         self.max_pdu_bytes = max_pdu_bytes
         self.timeout_s = timeout_s
         self.accepted: dict[int, tuple[str, str]] = {}
+        # The A-ASSOCIATE-AC of the current association (its user information carries the
+        # peer's answers to role selection and extended negotiation, PS3.7 D.3.3).
+        self.associate_ac: AssociateAC | None = None
         self._sock: socket.socket | None = None
         self._assoc: Association | None = None
         self._assembler = MessageAssembler()
@@ -346,6 +351,7 @@ class SCU:
             self.abort()  # Table 9-10 has no such event in Sta5; _next_event already raised
             raise AssociationAborted(f"unexpected {type(ev).__name__} while associating")
         proposed = {2 * i + 1: c.abstract_syntax for i, c in enumerate(self.contexts)}
+        self.associate_ac = ev.ac
         self.accepted = {
             pc.context_id: (proposed[pc.context_id], pc.transfer_syntax)
             for pc in ev.ac.presentation_contexts
@@ -362,9 +368,15 @@ class SCU:
                 MaximumLength(self.max_pdu_bytes),
                 ImplementationClassUID(IMPLEMENTATION_CLASS_UID),
                 ImplementationVersionName(IMPLEMENTATION_VERSION_NAME),
+                *self._extra_user_items(),
             )
         )
         return AssociateRQ(self.called_ae, self.calling_ae, pcs, ui)
+
+    def _extra_user_items(self) -> tuple[UserSubItem, ...]:
+        """User Information sub-items a subclass proposes after the mandatory ones (role
+        selection, extended negotiation: PS3.7 D.3.3); none here."""
+        return ()
 
     def release(self) -> None:
         """A-RELEASE (PS3.8 §9.3.6-9.3.7), then close. A release collision is answered
@@ -406,6 +418,7 @@ class SCU:
         sock, self._sock = self._sock, None
         self._assoc = None
         self.accepted = {}
+        self.associate_ac = None
         if sock is not None:
             sock.close()
 
@@ -448,13 +461,23 @@ class SCU:
         self._send_pdus(fragment_message(context_id, encode_message(rq), data, self._peer_limit()))
         return self._store_result(rq.message_id)
 
-    def store_file(self, path: str | os.PathLike[str]) -> StoreResult:
+    def store_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        move_originator_ae: str | None = None,
+        move_originator_msg_id: int | None = None,
+    ) -> StoreResult:
         """C-STORE of a Part 10 file's data set, streamed from disk as-is (PS3.10 §7.1:
-        SOP Class, Instance and transfer syntax come from its File Meta)."""
+        SOP Class, Instance and transfer syntax come from its File Meta). The move
+        originator arguments mark a C-MOVE sub-operation (PS3.7 §9.1.1.1.9-10)."""
         with open(path, "rb") as fp:
             meta = read_file_meta(fp)
             context_id = self._context_for(meta.sop_class_uid, meta.transfer_syntax_uid)
-            rq = self._store_rq(meta.sop_class_uid, meta.sop_instance_uid, 0, None, None)
+            rq = self._store_rq(
+                meta.sop_class_uid, meta.sop_instance_uid, 0,
+                move_originator_ae, move_originator_msg_id,
+            )  # fmt: skip
             length = os.fstat(fp.fileno()).st_size - meta.dataset_offset
             limit = self._peer_limit()
             self._send_pdus(fragment_message(context_id, encode_message(rq), None, limit))

@@ -1,0 +1,809 @@
+"""`pacs echo | store | find | move | get`: DCMTK-like network clients on our own SCU core
+(``appliance.scu``, ``appliance.qr_scu``), not on pynetdicom.
+
+Flags follow echoscu/storescu/findscu/movescu/getscu where they make sense (``-aet``, ``-aec``,
+``-aem``, ``-to``, ``-k``, ``-f``, ``-P``/``-S``, ``-L``, ``-od``). Every failure is one line
+on stderr, ``pacs <verb>: what: why``, and a distinct exit code (``EXIT_*`` below). Output
+files (``get``, ``--report-file``) are written to a temporary name and renamed, so an
+interrupted run never leaves a partial file. pydicom and the Q/R SCU are imported inside the
+handlers: registering these verbs must not slow down ``pacs serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from appliance.dimse.status import StatusCategory, category
+from appliance.scu import AssociationAborted, AssociationRejected, NoAcceptedContext
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+    from appliance.dimse.messages import CStoreRQ
+    from appliance.qr_scu import QRSCU, RetrieveStatus
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1  # the operation ran but failed (a file not stored, a failure status)
+EXIT_USAGE: Final = 2  # bad arguments or input (argparse uses 2 as well)
+EXIT_UNREACHABLE: Final = 3  # cannot connect, name not resolved, or timed out
+EXIT_REJECTED: Final = 4  # A-ASSOCIATE-RJ
+EXIT_ABORTED: Final = 5  # A-ABORT, connection lost, or the peer broke the protocol
+EXIT_NO_CONTEXT: Final = 6  # the peer accepted no presentation context for the request
+EXIT_WRITE: Final = 7  # an output file could not be written
+
+_EXIT_CODES_HELP: Final = (
+    "exit codes: 0 success, 1 operation failed, 2 bad arguments or input, 3 host unreachable "
+    "or timeout, 4 association rejected, 5 association aborted, 6 no accepted presentation "
+    "context, 7 cannot write output"
+)
+_LEVELS: Final = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+# Shown when `find` is given no keys at all: the level's unique key plus a few display keys.
+_DEFAULT_KEYS: Final = {
+    "PATIENT": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),
+    "STUDY": ("PatientName", "PatientID", "StudyDate", "StudyDescription", "AccessionNumber",
+              "ModalitiesInStudy", "StudyInstanceUID"),
+    "SERIES": ("Modality", "SeriesNumber", "SeriesDescription", "SeriesInstanceUID"),
+    "IMAGE": ("InstanceNumber", "SOPClassUID", "SOPInstanceUID"),
+}  # fmt: skip
+# PS3.8 Table 9-21: A-ASSOCIATE-RJ (source, reason) -> text.
+_RJ_REASONS: Final = {
+    (1, 1): "no reason given", (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognized", (1, 7): "called AE title not recognized",
+    (2, 1): "no reason given", (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion", (3, 2): "local limit exceeded",
+}  # fmt: skip
+
+
+class CLIError(Exception):
+    """One line for stderr and the exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---- shared plumbing -----------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress display on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = 0.0
+        self._shown = False
+
+    def show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._last < 0.1):
+            return
+        self._last = now
+        sys.stderr.write(f"\r{text[:150]}\x1b[K")
+        sys.stderr.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _network_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", help="peer host name or address")
+    p.add_argument("port", type=int, help="peer TCP port")
+    p.add_argument("-aet", "--aetitle", dest="calling_ae", default="PACS_SCU",
+                   help="our (calling) AE title (default PACS_SCU)")
+    p.add_argument("-aec", "--call", dest="called_ae", default="ANY-SCP",
+                   help="the peer's (called) AE title (default ANY-SCP)")
+    p.add_argument("-to", "--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="connect and per-message network timeout (default 30)")
+    p.add_argument("-pdu", "--max-pdu", type=int, default=1_048_576, metavar="BYTES",
+                   help="largest PDU we accept (default 1048576)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="print more details")
+
+
+def _progress_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show a progress line on stderr even when it is not a terminal")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _parser(sub: argparse._SubParsersAction[Any], name: str, help_text: str,
+            example: str, **kw: Any) -> argparse.ArgumentParser:  # fmt: skip
+    return sub.add_parser(  # type: ignore[no-any-return]
+        name, help=help_text, description=help_text, allow_abbrev=False,
+        epilog=f"example:\n  {example}\n\n{_EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter, **kw,
+    )  # fmt: skip
+
+
+def _guard(verb: str, handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Run ``handler``, turning every expected failure into one stderr line + exit code."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except CLIError as exc:
+            code, message = exc.code, str(exc)
+        except AssociationRejected as exc:
+            rj = exc.rj
+            kind = "permanent" if rj.result == 1 else "transient"
+            why = _RJ_REASONS.get((rj.source, rj.reason), f"source {rj.source} reason {rj.reason}")
+            code, message = EXIT_REJECTED, f"association rejected ({kind}): {why}"
+        except AssociationAborted as exc:
+            code, message = EXIT_ABORTED, f"association aborted: {exc}"
+        except NoAcceptedContext as exc:
+            code, message = EXIT_NO_CONTEXT, str(exc)
+        except TimeoutError:
+            code, message = EXIT_UNREACHABLE, f"{args.host}:{args.port}: timed out"
+        except OSError as exc:  # refused, unreachable, name not resolved
+            code = EXIT_UNREACHABLE
+            message = f"cannot connect to {args.host}:{args.port}: {exc.strerror or exc}"
+        except KeyboardInterrupt:
+            code, message = 130, "interrupted"
+        print(f"pacs {verb}: {message}", file=sys.stderr)
+        return code
+
+    return run
+
+
+def _status_text(status: int) -> str:
+    return f"0x{status:04X} ({category(status).value})"
+
+
+def _write_atomically(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """``write(fp)`` into a temporary file next to ``path``, then rename it over ``path``."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise CLIError(EXIT_WRITE, f"{path}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as fp:
+            write(fp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with _suppress_os():
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise CLIError(EXIT_WRITE, f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise
+
+
+class _suppress_os:  # noqa: N801 - used like contextlib.suppress(OSError)
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> bool:
+        return exc_type is not None and issubclass(exc_type, OSError)
+
+
+# ---- echo ----------------------------------------------------------------------------------
+
+
+def _echo(args: argparse.Namespace) -> int:
+    from appliance.negotiation.sop_classes import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
+    from appliance.scu import SCU, ProposedContext
+
+    if args.repeat < 1:
+        raise CLIError(EXIT_USAGE, "-r must be at least 1")
+    contexts = [ProposedContext(VERIFICATION, (IMPLICIT_VR_LITTLE_ENDIAN,))]
+    failed = 0
+    with SCU(args.host, args.port, calling_ae=args.calling_ae, called_ae=args.called_ae,
+             contexts=contexts, max_pdu_bytes=args.max_pdu, timeout_s=args.timeout) as scu:
+        for _ in range(args.repeat):  # echoscu -r: all on one association
+            start = time.monotonic()
+            status = scu.echo()
+            ms = (time.monotonic() - start) * 1000
+            failed += status != 0
+            if not args.quiet:
+                print(f"C-ECHO {args.called_ae}@{args.host}:{args.port}: "
+                      f"{_status_text(status)}" + (f" in {ms:.2f} ms" if args.verbose else ""))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# ---- store ---------------------------------------------------------------------------------
+
+
+_MEDIA_STORAGE_DIRECTORY: Final = "1.2.840.10008.1.3.10"  # DICOMDIR: not for C-STORE
+# Native encodings a file can be converted between without touching pixel data.
+_LE_NATIVE: Final = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+
+
+class _StoreRun:
+    """Shared state of one ``pacs store``: results (per file) and the progress line."""
+
+    def __init__(self, args: argparse.Namespace, total: int) -> None:
+        import threading
+
+        self.args = args
+        self.total = total
+        self.results: list[dict[str, Any]] = []
+        self.bytes = 0
+        self.start = time.monotonic()
+        self.bar = Progress(args.progress)
+        self.lock = threading.Lock()
+        self.connect_errors: list[BaseException] = []
+
+    def add(self, path: Path, uid: str | None, result: str, status: int | None = None,
+            error: str | None = None, size: int = 0) -> None:  # fmt: skip
+        with self.lock:
+            self.results.append({"path": str(path), "sop_instance_uid": uid, "result": result,
+                                 "status": status, "error": error})  # fmt: skip
+            self.bytes += size
+            done = sum(r["result"] != "skipped" for r in self.results)
+            failed = sum(r["result"] == "failed" for r in self.results)
+            rate = self.bytes / 1e6 / max(time.monotonic() - self.start, 1e-6)
+            self.bar.show(f"store: {done}/{self.total} files, {self.bytes / 1e6:.1f} MB, "
+                          f"{rate:.1f} MB/s, {failed} failed", force=done == self.total)
+
+
+def _store_contexts(metas: Sequence[tuple[str, str]], propose: str) -> list[Any]:
+    from appliance.negotiation.sop_classes import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
+    from appliance.scu import ProposedContext
+
+    seen: dict[tuple[str, tuple[str, ...]], None] = {}
+    for sop_class, ts in metas:
+        if propose == "uncompressed" and ts in _LE_NATIVE:
+            seen[(sop_class, _LE_NATIVE)] = None
+        else:
+            seen[(sop_class, (ts,))] = None
+    out = [ProposedContext(c, t) for c, t in seen]
+    out.append(ProposedContext(VERIFICATION, (IMPLICIT_VR_LITTLE_ENDIAN,)))
+    if len(out) > 128:
+        raise CLIError(EXIT_USAGE, f"{len(out)} presentation contexts needed (SOP classes x "
+                                   "transfer syntaxes); PS3.8 allows 128: send in batches")
+    return out
+
+
+def _store_one(scu: Any, path: Path, meta: Any) -> Any:
+    """C-STORE one file as-is, or converted between Explicit and Implicit VR LE when the peer
+    accepted only the other one for its SOP Class."""
+    accepted = [ts for sop, ts in scu.accepted.values() if sop == meta.sop_class_uid]
+    if meta.transfer_syntax_uid in accepted or meta.transfer_syntax_uid not in _LE_NATIVE:
+        return scu.store_file(path)
+    target = next((ts for ts in accepted if ts in _LE_NATIVE), None)
+    if target is None:
+        return scu.store_file(path)  # raises NoAcceptedContext
+    from pydicom import dcmread
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = dcmread(path)
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, target == _LE_NATIVE[1]
+    write_dataset(fp, ds)
+    return scu.store(fp.getvalue(), meta.sop_class_uid, meta.sop_instance_uid, target)
+
+
+def _store_worker(run: _StoreRun, contexts: list[Any], group: list[tuple[Path, Any]]) -> None:
+    from appliance.scu import SCU
+
+    args = run.args
+    scu = SCU(args.host, args.port, calling_ae=args.calling_ae, called_ae=args.called_ae,
+              contexts=contexts, max_pdu_bytes=args.max_pdu, timeout_s=args.timeout)
+    try:
+        scu.associate()
+    except (OSError, AssociationRejected, AssociationAborted) as exc:
+        run.connect_errors.append(exc)
+        for path, meta in group:
+            run.add(path, meta.sop_instance_uid, "failed", error=f"not sent: {exc}")
+        return
+    with scu:
+        for i, (path, meta) in enumerate(group):
+            size = path.stat().st_size if path.exists() else 0
+            try:
+                result = _store_one(scu, path, meta)
+            except NoAcceptedContext as exc:
+                run.add(path, meta.sop_instance_uid, "failed", error=str(exc))
+                continue
+            except (OSError, ValueError, AssociationAborted) as exc:
+                run.add(path, meta.sop_instance_uid, "failed", error=str(exc))
+                if not scu.accepted:  # the association is over: the rest cannot go
+                    for rest, rest_meta in group[i + 1:]:
+                        run.add(rest, rest_meta.sop_instance_uid, "failed",
+                                error=f"not sent: association ended ({exc})")  # fmt: skip
+                    return
+                continue
+            kind = category(result.status)
+            outcome = {StatusCategory.SUCCESS: "stored", StatusCategory.WARNING: "warning"}
+            run.add(path, meta.sop_instance_uid, outcome.get(kind, "failed"), result.status,
+                    result.error_comment, size if kind is not StatusCategory.FAILURE else 0)
+
+
+def _scan(run_paths: Sequence[str]) -> tuple[list[tuple[Path, Any]], list[tuple[Path, str, bool]]]:
+    from appliance.scu import read_file_meta
+
+    items: list[tuple[Path, Any]] = []
+    rejected: list[tuple[Path, str, bool]] = []  # (path, why, named explicitly)
+    for path, explicit in iter_files(run_paths):
+        try:
+            with open(path, "rb") as fp:
+                meta = read_file_meta(fp)
+        except (OSError, ValueError) as exc:
+            rejected.append((path, f"not a DICOM Part 10 file: {exc}", explicit))
+            continue
+        if meta.sop_class_uid == _MEDIA_STORAGE_DIRECTORY:
+            rejected.append((path, "DICOMDIR (a media directory, not an instance)", explicit))
+            continue
+        items.append((path, meta))
+    return items, rejected
+
+
+def _store(args: argparse.Namespace) -> int:
+    import threading
+
+    if args.jobs < 1:
+        raise CLIError(EXIT_USAGE, "-j must be at least 1")
+    items, rejected = _scan(args.paths)
+    if not items and not rejected:
+        raise CLIError(EXIT_USAGE, "no files to send")
+    contexts = _store_contexts(
+        [(m.sop_class_uid, m.transfer_syntax_uid) for _, m in items], args.propose
+    )
+    run = _StoreRun(args, len(items) + sum(explicit for *_, explicit in rejected))
+    for path, why, explicit in rejected:
+        run.add(path, None, "failed" if explicit else "skipped", error=why)
+    groups = [g for g in (items[i :: args.jobs] for i in range(args.jobs)) if g]
+    threads = [threading.Thread(target=_store_worker, args=(run, contexts, g), daemon=True)
+               for g in groups]  # fmt: skip
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)  # a timed join keeps Ctrl-C working
+    finally:
+        run.bar.close()
+    if groups and len(run.connect_errors) == len(groups):
+        raise run.connect_errors[0]  # nothing could connect: say why, with its exit code
+    return _store_report(run)
+
+
+def _store_report(run: _StoreRun) -> int:
+    args, results = run.args, run.results
+    counts = {k: sum(r["result"] == k for r in results)
+              for k in ("stored", "warning", "failed", "skipped")}  # fmt: skip
+    elapsed = time.monotonic() - run.start
+    summary = {**counts, "files": len(results), "bytes": run.bytes,
+               "seconds": round(elapsed, 3), "mb_per_s": round(run.bytes / 1e6 / elapsed, 3)}
+    if args.report_file:
+        report = {"summary": summary, "files": sorted(results, key=lambda r: r["path"])}
+        _write_atomically(Path(args.report_file), lambda fp: json.dump(report, fp, indent=2))
+    for r in sorted(results, key=lambda r: r["path"]):
+        if r["result"] == "failed" or (args.verbose and r["result"] != "stored"):
+            print(f"pacs store: {r['result']}: {r['path']}: {r['error'] or ''}"
+                  + (f" (status 0x{r['status']:04X})" if r["status"] is not None else ""),
+                  file=sys.stderr)  # fmt: skip
+    if not args.quiet:
+        print(f"pacs store: {counts['stored']} stored, {counts['warning']} with warnings, "
+              f"{counts['failed']} failed, {counts['skipped']} skipped; "
+              f"{run.bytes / 1e6:.1f} MB in {elapsed:.2f} s ({summary['mb_per_s']} MB/s)")
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+# ---- query keys ----------------------------------------------------------------------------
+
+
+def parse_key(spec: str) -> tuple[list[tuple[int, int | None]], str | None]:
+    """``"0010,0010=DOE*"``, ``"(0010,0010)=DOE*"``, ``"PatientName=DOE*"``, ``"PatientName"``
+    (a return key) or a sequence path ``"ReferencedSeriesSequence[0].SeriesInstanceUID=1.2"``
+    -> ([(tag, item index or None), ...], value or None). Raises ``CLIError``."""
+    import re
+
+    from pydicom.datadict import tag_for_keyword
+
+    path_text, sep, value = spec.partition("=")
+    path: list[tuple[int, int | None]] = []
+    for part in path_text.strip().split("."):
+        m = re.fullmatch(r"\s*(?:\(?([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)?|(\w+))(?:\[(\d+)\])?\s*",
+                         part)  # fmt: skip
+        if m is None:
+            raise CLIError(EXIT_USAGE, f"bad key {spec!r}: expected gggg,eeee or a keyword")
+        if m.group(3):
+            tag = tag_for_keyword(m.group(3))
+            if tag is None:
+                raise CLIError(EXIT_USAGE, f"bad key {spec!r}: unknown keyword {m.group(3)!r}")
+        else:
+            tag = int(m.group(1) + m.group(2), 16)
+        path.append((int(tag), int(m.group(4)) if m.group(4) is not None else None))
+    return path, (value if sep else None)
+
+
+def apply_key(ds: Dataset, spec: str) -> None:
+    """Set one ``-k`` key on ``ds`` (creating sequence items on the way); raises ``CLIError``."""
+    from pydicom import Dataset as PyDataset
+    from pydicom.datadict import dictionary_VR
+    from pydicom.sequence import Sequence as PySequence
+
+    path, value = parse_key(spec)
+    target = ds
+    for tag, index in path[:-1]:
+        if tag not in target or target[tag].VR != "SQ":
+            target.add_new(tag, "SQ", PySequence())
+        items = target[tag].value
+        while len(items) <= (index or 0):
+            items.append(PyDataset())
+        target = items[index or 0]
+    tag = path[-1][0]
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        raise CLIError(EXIT_USAGE, f"bad key {spec!r}: ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                                   "is not in the data dictionary") from None  # fmt: skip
+    vr = vr.split(" or ")[0]
+    if vr == "SQ":
+        target.add_new(tag, "SQ", PySequence([PyDataset()] if value is None else []))
+        return
+    converted: Any = value or None
+    if converted is not None and vr in ("US", "UL", "SS", "SL", "UV", "SV"):
+        converted = [int(v) for v in converted.split("\\")]
+    elif converted is not None and vr in ("FL", "FD"):
+        converted = [float(v) for v in converted.split("\\")]
+    target.add_new(tag, vr, converted)
+
+
+def build_identifier(args: argparse.Namespace, unique_return_key: bool = True) -> Dataset:
+    """The Identifier from ``-f`` (a DICOM file, or lines of ``-k`` syntax), ``-k`` keys and
+    ``-L``; raises ``CLIError`` when it names no Query/Retrieve Level."""
+    from pydicom import Dataset as PyDataset
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    ds = PyDataset()
+    if args.keys_file is not None:
+        path = Path(args.keys_file)
+        if not path.is_file():
+            raise CLIError(EXIT_USAGE, f"{path}: no such file")
+        try:
+            ds = dcmread(path)
+            ds.file_meta = None  # type: ignore[assignment]
+        except (InvalidDicomError, ValueError, EOFError):
+            for line in path.read_text(errors="replace").splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    apply_key(ds, line.strip())
+    for spec in args.key:
+        apply_key(ds, spec)
+    if args.level:
+        ds.QueryRetrieveLevel = args.level
+    level = str(ds.get("QueryRetrieveLevel", "")).strip().upper()
+    if level not in _LEVELS:
+        raise CLIError(EXIT_USAGE, "give the query level: -L PATIENT|STUDY|SERIES|IMAGE "
+                                   "(or -k QueryRetrieveLevel=...)")  # fmt: skip
+    if unique_return_key and not args.key and args.keys_file is None:
+        for keyword in _DEFAULT_KEYS[level]:
+            setattr(ds, keyword, None)
+    if "SpecificCharacterSet" not in ds and any(
+        isinstance(e.value, str) and not e.value.isascii() for e in ds
+    ):
+        ds.SpecificCharacterSet = "ISO_IR 192"  # PS3.5 6.1.2.5: UTF-8 for non-ASCII keys
+    return ds
+
+
+def _model_args(p: argparse.ArgumentParser, worklist: bool) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-P", "--patient", dest="model", action="store_const", const="patient",
+                   help="Patient Root information model")
+    g.add_argument("-S", "--study", dest="model", action="store_const", const="study",
+                   help="Study Root information model (default)")
+    if worklist:
+        g.add_argument("-W", "--worklist", dest="model", action="store_const",
+                       const="worklist", help="Modality Worklist (not supported yet)")
+    p.set_defaults(model="study")
+    p.add_argument("-L", "--level", type=str.upper, choices=_LEVELS,
+                   help="Query/Retrieve Level (0008,0052)")
+    p.add_argument("-k", "--key", action="append", default=[], metavar="KEY[=VALUE]",
+                   help='matching or return key: "0010,0010=DOE*", PatientName=DOE*, '
+                        "StudyDate=20240101-20240131, StudyInstanceUID (repeatable)")
+    p.add_argument("-f", "--keys-file", metavar="FILE",
+                   help="base identifier: a DICOM file, or a text file with one -k key a line")
+
+
+def _model_uid(model: str, service: str) -> str:
+    from appliance.negotiation import qr_classes
+
+    if model == "worklist":
+        raise CLIError(EXIT_USAGE, "-W (Modality Worklist) is not supported yet; use -P or -S")
+    uid: str = getattr(qr_classes, f"{model.upper()}_ROOT_{service}")
+    return uid
+
+
+def _qr_scu(args: argparse.Namespace, sop_classes: Sequence[str], **kw: Any) -> QRSCU:
+    from appliance.qr_scu import QRSCU, qr_contexts
+
+    contexts = kw.pop("contexts", None) or qr_contexts(sop_classes)
+    return QRSCU(args.host, args.port, calling_ae=args.calling_ae, called_ae=args.called_ae,
+                 contexts=contexts, max_pdu_bytes=args.max_pdu, timeout_s=args.timeout,
+                 **kw)  # fmt: skip
+
+
+def _final_check(verb: str, status: int, quiet: bool, detail: str = "") -> int:
+    ok = status == 0
+    if not quiet or not ok:
+        print(f"pacs {verb}: final status {_status_text(status)}{detail}",
+              file=sys.stdout if ok else sys.stderr)  # fmt: skip
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# ---- find ----------------------------------------------------------------------------------
+
+
+def _find(args: argparse.Namespace) -> int:
+    model = _model_uid(args.model, "FIND")
+    identifier = build_identifier(args)
+    results: list[Dataset] = []
+    with _qr_scu(args, [model], relational=args.relational) as scu:
+        responses = scu.find(model, identifier)
+        final = 0
+        for status, ds in responses:
+            if ds is not None and (args.cancel is None or len(results) < args.cancel):
+                results.append(ds)
+                if args.cancel is not None and len(results) >= args.cancel:
+                    responses.cancel()  # matches already on their way are not shown
+            if category(status) is not StatusCategory.PENDING:
+                final = status
+    if final not in (0x0000, 0xFE00):  # Cancel after --cancel N is what was asked for
+        return _final_check("find", final, args.quiet)
+    _print_results(results, identifier, args.format)
+    if args.verbose:
+        print(f"pacs find: {len(results)} match(es), status {_status_text(final)}",
+              file=sys.stderr)  # fmt: skip
+    return EXIT_OK
+
+
+def _cell(ds: Dataset, keyword: str) -> str:
+    elem = ds[keyword] if keyword in ds else None
+    if elem is None or elem.value is None:
+        return ""
+    if elem.VR == "SQ":
+        return f"<{len(elem.value)} item(s)>"
+    value = elem.value
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _print_results(results: list[Dataset], identifier: Dataset, fmt: str) -> None:
+    import csv
+
+    if fmt == "json":
+        json.dump([ds.to_json_dict() for ds in results], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    skip = {"SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle"}
+    columns = [e.keyword for e in identifier if e.keyword and e.keyword not in skip]
+    for ds in results:
+        columns += [e.keyword for e in ds if e.keyword and e.keyword not in skip
+                    and e.keyword not in columns]  # fmt: skip
+    rows = [[_cell(ds, c) for c in columns] for ds in results]
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+# ---- move / get ----------------------------------------------------------------------------
+
+
+def _retrieve_progress(verb: str, rsp: RetrieveStatus, extra: str = "") -> str:
+    done = (rsp.completed or 0) + (rsp.failed or 0) + (rsp.warning or 0)
+    total = done + (rsp.remaining or 0)
+    return (f"{verb}: {done}/{total} done: completed {rsp.completed or 0}, failed "
+            f"{rsp.failed or 0}, warning {rsp.warning or 0}{extra}")  # fmt: skip
+
+
+def _report_retrieve(verb: str, final: RetrieveStatus, args: argparse.Namespace) -> int:
+    detail = (f": completed {final.completed or 0}, failed {final.failed or 0}, warning "
+              f"{final.warning or 0}") + (f" ({final.error_comment})" if final.error_comment
+                                          else "")  # fmt: skip
+    for uid in final.failed_sop_instance_uids:
+        print(f"pacs {verb}: failed: {uid}", file=sys.stderr)
+    return _final_check(verb, final.status, args.quiet, detail)
+
+
+def _move(args: argparse.Namespace) -> int:
+    model = _model_uid(args.model, "MOVE")
+    identifier = build_identifier(args, unique_return_key=False)
+    bar = Progress(args.progress)
+    final = None
+    try:
+        with _qr_scu(args, [model]) as scu:
+            for rsp in scu.move(model, args.move_destination, identifier):
+                bar.show(_retrieve_progress(f"move to {args.move_destination}", rsp))
+                final = rsp
+    finally:
+        bar.close()
+    assert final is not None
+    return _report_retrieve("move", final, args)
+
+
+def _get(args: argparse.Namespace) -> int:
+    from appliance.qr_scu import DEFAULT_GET_STORAGE_CLASSES, get_contexts
+
+    model = _model_uid(args.model, "GET")
+    identifier = build_identifier(args, unique_return_key=False)
+    out = Path(args.output_directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(EXIT_WRITE, f"{out}: cannot create: {exc.strerror or exc}") from None
+    storage_ts = _accepted_syntaxes(args.accept_all)
+    contexts = get_contexts([model], DEFAULT_GET_STORAGE_CLASSES,
+                            storage_transfer_syntaxes=storage_ts)  # fmt: skip
+    bar = Progress(args.progress)
+    received = {"files": 0, "bytes": 0}
+    final = None
+
+    def on_store(rq: CStoreRQ, data: bytes | Path, ts: str) -> int:
+        status = _write_part10(out, rq, data, ts)
+        if status == 0:
+            received["files"] += 1
+            received["bytes"] += len(data) if isinstance(data, bytes) else data.stat().st_size
+        if args.verbose:
+            print(f"pacs get: {rq.affected_sop_instance_uid}: {_status_text(status)}",
+                  file=sys.stderr)  # fmt: skip
+        return status
+
+    try:
+        with _qr_scu(args, [], contexts=contexts, scp_role_for=DEFAULT_GET_STORAGE_CLASSES,
+                     spool_dir=out) as scu:  # fmt: skip
+            for rsp in scu.get(model, identifier, on_store):
+                mb = received["bytes"] / 1e6
+                bar.show(_retrieve_progress("get", rsp, f", {received['files']} file(s), "
+                                                        f"{mb:.1f} MB"))  # fmt: skip
+                final = rsp
+    finally:
+        bar.close()
+    assert final is not None
+    return _report_retrieve("get", final, args)
+
+
+def _accepted_syntaxes(accept_all: bool) -> tuple[str, ...]:
+    from appliance.qr_scu import NATIVE_TRANSFER_SYNTAXES
+
+    if not accept_all:
+        return NATIVE_TRANSFER_SYNTAXES
+    import pydicom.uid as u
+
+    return (*NATIVE_TRANSFER_SYNTAXES, u.ExplicitVRBigEndian, u.DeflatedExplicitVRLittleEndian,
+            u.JPEGBaseline8Bit, u.JPEGExtended12Bit, u.JPEGLossless, u.JPEGLosslessSV1,
+            u.JPEGLSLossless, u.JPEGLSNearLossless, u.JPEG2000Lossless, u.JPEG2000,
+            u.RLELossless)  # fmt: skip
+
+
+def _write_part10(out: Path, rq: CStoreRQ, data: bytes | Path, ts: str) -> int:
+    """PS3.10 file: preamble, "DICM", File Meta (ours), then the data set bytes as received.
+    Returns the C-STORE status: 0 stored, 0xA700 when it cannot be written."""
+    import re
+    import shutil
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+
+    from appliance.negotiation.policy import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+    uid = rq.affected_sop_instance_uid
+    if not re.fullmatch(r"[0-9.]{1,64}", uid):
+        return 0xC000  # not a UID: it must not become a path
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(rq.affected_sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(uid)
+    meta.TransferSyntaxUID = UID(ts)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    head = DicomBytesIO()
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, meta)
+
+    def write(fp: Any) -> None:
+        fp.write(head.getvalue())
+        if isinstance(data, bytes):
+            fp.write(data)
+        else:
+            with open(data, "rb") as src:
+                shutil.copyfileobj(src, fp, 1 << 20)
+
+    try:
+        _write_atomically(out / f"{uid}.dcm", write, binary=True)
+    except CLIError as exc:
+        print(f"pacs get: {exc}", file=sys.stderr)
+        return 0xA700  # PS3.4 B.2.3 Refused: Out of Resources
+    return 0
+
+
+# ---- registration --------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``echo``, ``store``, ``find``, ``move`` and ``get`` to the ``pacs`` parser."""
+    p = _parser(sub, "echo", "C-ECHO: check that a DICOM peer answers (like echoscu)",
+                "pacs echo -aec PACS -r 3 localhost 11112")
+    _network_args(p)
+    p.add_argument("-r", "--repeat", type=int, default=1, metavar="N",
+                   help="send N C-ECHOs on one association (default 1)")
+    p.set_defaults(func=_guard("echo", _echo))
+
+    p = _parser(sub, "store", "C-STORE files and folders (recursive) to a peer (like storescu)",
+                "pacs store -aec PACS -j 4 --report-file report.json localhost 11112 /data/dicom")
+    _network_args(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="N associations in parallel (threads; default 1)")
+    p.add_argument("-x", "--propose", choices=("as-is", "uncompressed"), default="as-is",
+                   help="as-is: each file's own transfer syntax only (default); uncompressed: "
+                        "also Explicit/Implicit VR Little Endian, converting native files to "
+                        "what the peer accepts")
+    p.add_argument("--report-file", metavar="FILE", help="write a JSON report per file")
+    _progress_args(p)
+    p.set_defaults(func=_guard("store", _store))
+
+    for name, service, what, example in (
+        ("find", "FIND", "C-FIND: query a peer (like findscu)",
+         'pacs find -aec PACS -S -L STUDY -k PatientName="DOE*" -k StudyDate '
+         "--format csv localhost 11112"),
+        ("move", "MOVE", "C-MOVE: have a peer send matching objects to a third AE (movescu)",
+         "pacs move -aec PACS -aem STORESCP -L STUDY -k StudyInstanceUID=1.2.3 localhost 11112"),
+        ("get", "GET", "C-GET: retrieve matching objects into a folder (like getscu)",
+         "pacs get -aec PACS -L SERIES -k StudyInstanceUID=1.2.3 -k SeriesInstanceUID=1.2.3.4 "
+         "-od ./retrieved localhost 11112"),
+    ):  # fmt: skip
+        p = _parser(sub, name, what, example)
+        _network_args(p)
+        _model_args(p, worklist=service == "FIND")
+        p.set_defaults(func=_guard(name, {"FIND": _find, "MOVE": _move, "GET": _get}[service]))
+        if service == "FIND":
+            p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                           help="table (default), json (PS3.18 DICOM JSON array) or csv")
+            p.add_argument("--relational", action="store_true",
+                           help="ask for relational queries (PS3.4 C.5.1.1.1)")
+            p.add_argument("--cancel", type=int, metavar="N",
+                           help="send C-CANCEL after N matches")
+        elif service == "MOVE":
+            p.add_argument("-aem", "--move", dest="move_destination", required=True,
+                           metavar="AE", help="move destination AE title (known to the peer)")
+            _progress_args(p)
+        else:
+            p.add_argument("-od", "--output-directory", required=True, metavar="DIR",
+                           help="where the received objects are written as Part 10 files")
+            p.add_argument("--accept-all", action="store_true",
+                           help="accept compressed transfer syntaxes too (default: "
+                                "Explicit/Implicit VR Little Endian only)")
+            _progress_args(p)
+
+
+def iter_files(paths: Sequence[str]) -> Iterator[tuple[Path, bool]]:
+    """(file, named explicitly) for every file under ``paths``, folders recursively, sorted."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    yield Path(dirpath) / name, False
+        elif path.exists():
+            yield path, True
+        else:
+            raise CLIError(EXIT_USAGE, f"{path}: no such file or directory")
+
+
+__all__ = [
+    "EXIT_ABORTED", "EXIT_FAILED", "EXIT_NO_CONTEXT", "EXIT_OK", "EXIT_REJECTED",
+    "EXIT_UNREACHABLE", "EXIT_USAGE", "EXIT_WRITE", "CLIError", "Progress", "apply_key",
+    "build_identifier", "iter_files", "parse_key", "register",
+]  # fmt: skip
