@@ -119,20 +119,26 @@ class Worker:
         self.services = Services(
             store_settings(cfg), cfg.storage.duplicate_policy, self.reader, self.outbox
         )
+        from workers.qr.service import QueryRetrieve  # pulls the codecs: after fork only
+        self.qr = QueryRetrieve(cfg, self.reader, self.outbox)
+        self.services.qr = self.qr
         self.stopping = False
 
     def run(self) -> int:
         poller = select.poll()
         poller.register(self.jobs.data_fd, select.POLLIN)
         poller.register(self.acks.data_fd, select.POLLIN)
+        poller.register(self.qr.wake_r, select.POLLIN)
         self.hooks.ready()
         ppid = os.getppid()
         while True:
-            poller.poll(1000)
+            # Q/R tasks with work to do are stepped every turn, between ring reads.
+            poller.poll(0 if self.qr.runnable() else 1000)
             self.jobs.drain_doorbell()
             self._drain_jobs()
             self.acks.drain_doorbell()
             self._drain_acks()
+            self.qr.run()
             self.outbox.flush()
             self.hooks.heartbeat(self.services.in_flight)
             if os.getppid() != ppid:
@@ -167,7 +173,11 @@ class Worker:
                 called_ae=info["called_ae"],
                 peer_max_pdu=info["peer_max_pdu"],
                 contexts={int(k): (v[0], v[1]) for k, v in info["contexts"].items()},
+                relational=frozenset(info.get("relational", ())),
+                scp_roles=frozenset(info.get("scp_roles", ())),
             ))
+        elif kind == Kind.FLOW:
+            svc.flow(rec.assoc_id, bool(rec.aux))
         elif kind == Kind.CLOSE:
             svc.close(rec.assoc_id)
         elif kind == Kind.INGEST:

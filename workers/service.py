@@ -22,7 +22,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -30,8 +30,12 @@ from appliance.config import DuplicatePolicy
 from appliance.dimse.command import CommandSetError
 from appliance.dimse.fragment import PduParts, fragment_message
 from appliance.dimse.messages import (
+    CCancelRQ,
     CEchoRQ,
     CEchoRSP,
+    CFindRQ,
+    CGetRQ,
+    CMoveRQ,
     CStoreRQ,
     CStoreRSP,
     GenericCommand,
@@ -48,10 +52,15 @@ from workers.index.schema import InstanceRecord, Outcome
 from workers.part10 import NotDicomError, read_part10_header
 from workers.store import HEAD_BYTES, StoreJob, StoreSettings
 
+if TYPE_CHECKING:
+    from workers.qr.service import QueryRetrieve
+
 log = structlog.get_logger(component="worker")
+QueryRequest = CFindRQ | CGetRQ | CMoveRQ
 
 VERIFICATION = "1.2.840.10008.1.1"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR (PS3.10 §8), not an instance
+_MAX_IDENTIFIER_BYTES = 1024 * 1024  # a C-FIND/GET/MOVE Identifier; larger is refused A700
 _INGEST_CHUNK = 1024 * 1024
 
 
@@ -74,6 +83,8 @@ class Receiving:
     job: StoreJob | None
     refusal: tuple[int, str] | None = None  # answer this status once the data set is drained
     drained_rsp: bytes = b""  # the response to send after draining an unsupported operation
+    query: QueryRequest | None = None  # a C-FIND/GET/MOVE-RQ whose Identifier is arriving
+    identifier: bytearray | None = None
 
 
 @dataclass(slots=True)
@@ -84,6 +95,9 @@ class AssociationState:
     peer_max_pdu: int
     contexts: dict[int, tuple[str, str]]  # context id -> (abstract syntax, transfer syntax)
     receiving: Receiving | None = None
+    relational: frozenset[str] = frozenset()  # Q/R SOP classes granted relational queries
+    scp_roles: frozenset[str] = frozenset()  # SOP classes the peer is SCP of (C-GET)
+    send_paused: bool = False  # the acceptor's socket buffer is full (FLOW)
 
 
 @dataclass(slots=True)
@@ -138,6 +152,7 @@ class Services:
         self.pending: dict[int, PendingIndex] = {}
         self.counters = ServiceCounters()
         self._tokens = itertools.count(1)
+        self.qr: QueryRetrieve | None = None  # set by the worker: Q/R is served
 
     # ---- association lifecycle ---------------------------------------------------------
 
@@ -145,13 +160,21 @@ class Services:
         self.associations[state.assoc_id] = state
 
     def close(self, assoc_id: int) -> None:
+        if self.qr is not None:
+            self.qr.close(assoc_id)
         state = self.associations.pop(assoc_id, None)
         if state is not None and state.receiving is not None and state.receiving.job:
             state.receiving.job.discard()  # peer gone mid-dataset: no half-written file
 
+    def flow(self, assoc_id: int, paused: bool) -> None:
+        state = self.associations.get(assoc_id)
+        if state is not None:
+            state.send_paused = paused
+
     @property
     def in_flight(self) -> int:
-        return len(self.pending) + sum(
+        tasks = self.qr.active if self.qr is not None else 0
+        return tasks + len(self.pending) + sum(
             1 for a in self.associations.values() if a.receiving is not None
         )
 
@@ -178,8 +201,28 @@ class Services:
             self._respond(state, context_id, msg.message_id, encode_message(rsp))
         elif isinstance(msg, CStoreRQ):
             self._begin_store(state, context_id, msg)
+        elif self.qr is not None and isinstance(msg, CFindRQ | CGetRQ | CMoveRQ):
+            self._begin_query(state, context_id, msg)
+        elif self.qr is not None and isinstance(msg, CCancelRQ):
+            self.qr.cancel(state, msg.message_id_being_responded_to)
+        elif self.qr is not None and isinstance(msg, CStoreRSP):
+            self.qr.store_response(state, msg)
+        elif isinstance(msg, CCancelRQ | CStoreRSP):
+            log.info("dimse.unexpected", assoc_id=assoc_id, message=type(msg).__name__)
         else:
             self._refuse(state, context_id, msg)
+
+    def _begin_query(self, state: AssociationState, context_id: int,
+                     rq: QueryRequest) -> None:
+        """Collect the Identifier; the request goes to the Q/R service once it is whole.
+        A request on a context of another SOP class is answered A900 then (PS3.4 C.4.1.1.4)."""
+        ctx = state.contexts.get(context_id)
+        refusal: tuple[int, str] | None = None
+        if ctx is None or ctx[0] != rq.affected_sop_class_uid:
+            refusal = (Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+                       "Affected SOP Class UID differs from the presentation context's")
+        state.receiving = Receiving(rq.message_id, context_id, None, None, refusal,
+                                    query=rq, identifier=bytearray())
 
     def _refuse(self, state: AssociationState, context_id: int, msg: object) -> None:
         """An operation we don't serve: 0x0211 (PS3.7 C.5.x), after draining its data set."""
@@ -230,9 +273,14 @@ class Services:
         rcv = state.receiving
         if rcv.job is not None:
             rcv.job.feed(data, last=last)
+        elif rcv.identifier is not None and len(rcv.identifier) <= _MAX_IDENTIFIER_BYTES:
+            rcv.identifier += data
         if not last:
             return
         state.receiving = None
+        if rcv.query is not None and rcv.identifier is not None:
+            self._query_received(state, rcv, rcv.query, rcv.identifier)
+            return
         if rcv.command is None:  # drained an unsupported operation's data set
             self._respond(state, rcv.context_id, rcv.msg_id, rcv.drained_rsp)
             return
@@ -241,6 +289,20 @@ class Services:
             self._store_rsp(state, rcv.context_id, rcv.command, status, comment)
             return
         self._finish_store(state, rcv.context_id, rcv.command, rcv.job)
+
+    def _query_received(self, state: AssociationState, rcv: Receiving, rq: QueryRequest,
+                        identifier: bytearray) -> None:
+        assert self.qr is not None
+        refusal = rcv.refusal
+        if refusal is None and len(identifier) > _MAX_IDENTIFIER_BYTES:
+            refusal = (Status.OUT_OF_RESOURCES, "Identifier too large")
+        if refusal is None:
+            self.qr.request(state, rcv.context_id, rq, bytes(identifier))
+            return
+        ident = RequestIdentity(rq.COMMAND_FIELD, rq.message_id, rq.affected_sop_class_uid,
+                                None, True)
+        self._respond(state, rcv.context_id, rq.message_id,
+                      status_response(ident, refusal[0], refusal[1]))
 
     def _finish_store(
         self, state: AssociationState, context_id: int, rq: CStoreRQ, job: StoreJob

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import structlog
 
-from appliance.dimse.command import CommandSetError, decode_command_set
+from appliance.dimse.command import (
+    RESPONSE_BIT,
+    CommandElements,
+    CommandField,
+    CommandSetError,
+    Tag,
+    decode_command_set,
+    has_data_set,
+)
 from appliance.dimse.fragment import fragment_message
 from appliance.dimse.responses import RequestIdentity, status_response
 from appliance.dimse.status import Status
@@ -37,9 +45,12 @@ from appliance.ipc.kinds import Flag, Kind
 from appliance.negotiation.policy import (
     PresentationRejectReason,
     accepted_contexts,
+    extended_negotiation,
+    granted_scp_roles,
     negotiate,
     reject_busy,
 )
+from appliance.negotiation.qr_classes import relational_granted
 from appliance.ul.association import (
     NEED_DATA,
     Abort,
@@ -95,6 +106,8 @@ class DicomProtocol(asyncio.Protocol):
         self.calling_ae = ""
         self.peer = ""
         self.contexts: dict[int, tuple[str, str]] = {}
+        self.relational: set[str] = set()  # Q/R SOP classes granted relational queries
+        self.scp_roles: frozenset[str] = frozenset()  # SCP role granted (C-GET storage)
         # message id -> (request, presentation context it came on: the response goes there)
         self.in_flight: dict[int, tuple[RequestIdentity, int]] = {}
         self.receiving: int | None = None
@@ -143,6 +156,18 @@ class DicomProtocol(asyncio.Protocol):
         finally:
             if self.link is not None:
                 self.link.flush()
+
+    def pause_writing(self) -> None:
+        """The transport's send buffer passed its high-water mark: ask the worker to stop
+        producing responses for us (a C-FIND with a million matches must not pile up here)."""
+        self._forward(Kind.FLOW, 0, Flag.NONE, 1, b"")
+        if self.link is not None:
+            self.link.flush()
+
+    def resume_writing(self) -> None:
+        self._forward(Kind.FLOW, 0, Flag.NONE, 0, b"")
+        if self.link is not None:
+            self.link.flush()
 
     def eof_received(self) -> bool | None:
         self.data_received(b"")
@@ -223,6 +248,9 @@ class DicomProtocol(asyncio.Protocol):
         assert link is not None  # _admission checked
         self._write(self.conn.send(AcceptAssociation(result), self.loop.time()))
         self.contexts = accepted_contexts(result, rq)
+        self.relational = {uid for uid, reply in extended_negotiation(result).items()
+                           if relational_granted(reply)}
+        self.scp_roles = granted_scp_roles(result)
         self.link = link
         link.associations.add(self)
         self.server.count_association(self, +1)
@@ -254,6 +282,8 @@ class DicomProtocol(asyncio.Protocol):
             "peer": self.peer,
             "peer_max_pdu": self.conn.peer_max_pdu,
             "contexts": {str(k): list(v) for k, v in self.contexts.items()},
+            "relational": sorted(self.relational),
+            "scp_roles": sorted(self.scp_roles),
         }
         self._forward(Kind.OPEN, 0, Flag.NONE, 0, msgpack.packb(info))
 
@@ -303,12 +333,14 @@ class DicomProtocol(asyncio.Protocol):
             self._protocol_violation(f"presentation context {context_id} not accepted")
             return False
         try:
-            ident = RequestIdentity.from_elements(decode_command_set(command))
+            elements = decode_command_set(command)
+            ident = RequestIdentity.from_elements(elements)
         except CommandSetError as exc:
             log.warning("dimse.abort_sent", assoc_id=self.assoc_id, error=str(exc))
             self._abort(0)
             return False
         if ident is None:
+            return self._on_non_request(context_id, elements, command)
             self._protocol_violation("command set without Command Field or Message ID")
             return False
         self.in_flight[ident.message_id] = (ident, context_id)
@@ -316,6 +348,30 @@ class DicomProtocol(asyncio.Protocol):
             self.receiving = ident.message_id
             self.receiving_ctx = context_id
         self._forward(Kind.COMMAND, ident.message_id, Flag.NONE, context_id, command)
+        return True
+
+    def _on_non_request(self, context_id: int, elements: CommandElements,
+                        command: bytes) -> bool:
+        """A C-CANCEL-RQ (PS3.7 §9.3.2.3) or a response to one of our requests (C-STORE-RSP of
+        a C-GET sub-operation): neither has a Message ID of its own, and neither is answered,
+        so it goes to the worker under the Message ID it responds to, outside ``in_flight``."""
+        responded = elements.get(Tag.MESSAGE_ID_BEING_RESPONDED_TO)
+        field = elements.get(Tag.COMMAND_FIELD)
+        is_cancel = field == CommandField.C_CANCEL_RQ
+        is_response = isinstance(field, int) and bool(field & RESPONSE_BIT)
+        if not isinstance(responded, int) or not (is_cancel or is_response):
+            self._protocol_violation("command set without Command Field or Message ID")
+            return False
+        try:
+            with_data = has_data_set(elements)
+        except CommandSetError:
+            self._protocol_violation("command set without Command Data Set Type")
+            return False
+        if with_data:  # a response with a data set (e.g. N-EVENT-REPORT-RSP) is drained
+            self.receiving = self.discard_msg = -responded - 1
+            self.receiving_ctx = context_id
+            return True
+        self._forward(Kind.COMMAND, responded, Flag.NONE, context_id, command)
         return True
 
     def _forward(self, kind: int, msg_id: int, flags: int, aux: int,

@@ -33,7 +33,8 @@ from appliance.ipc.control import ControlBlock, ProcState
 from appliance.ipc.fdpass import recv_with_fds
 from appliance.ipc.ring import Ring
 from appliance.negotiation.policy import NegotiationPolicy
-from appliance.negotiation.sop_classes import NATIVE_TRANSFER_SYNTAXES
+from appliance.negotiation.qr_classes import QR_SOP_CLASSES
+from appliance.negotiation.sop_classes import NATIVE_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
 from appliance.ul.association import ULLimits
 from metrics import registry as m
 
@@ -63,6 +64,10 @@ def negotiation_policy(cfg: Config) -> NegotiationPolicy:
         # accept it rather than make the SCU decompress (or fail to, as storescu does).
         prefer_encapsulated=True,
         max_pdu_bytes=net.max_pdu_bytes,
+        extra_abstract_syntaxes=QR_SOP_CLASSES,
+        # C-GET sub-operations: we act as the Storage SCU when the requestor asks to be SCP.
+        scp_role_sop_classes=STORAGE_SOP_CLASSES,
+        relational=cfg.query.relational,
     )
 
 

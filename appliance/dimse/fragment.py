@@ -80,4 +80,28 @@ def fragment_message(
     return pdus
 
 
-__all__ = ["UNLIMITED_PDU_BYTES", "PduParts", "fragment_message", "pdu_body_length"]
+__all__ = [
+    "UNLIMITED_PDU_BYTES", "PduParts", "fragment_data", "fragment_message", "pdu_body_length",
+]
+
+
+def fragment_data(
+    context_id: int,
+    chunk: bytes | memoryview,
+    ends_data_set: bool,
+    peer_max_pdu: int,
+    unlimited_pdu_bytes: int = UNLIMITED_PDU_BYTES,
+) -> list[PduParts]:
+    """PDUs for one slice of a data set sent in several slices (a file streamed from disk):
+    only the last fragment of the slice that ``ends_data_set`` has the last bit (PS3.8 E.2).
+    The command set must have been sent before the first slice."""
+    limit = peer_max_pdu if peer_max_pdu else min(unlimited_pdu_bytes, _MAX_PDU_FIELD)
+    max_data = limit - PDV_HEADER_BYTES
+    if max_data < 1:
+        raise ValueError(f"maximum PDU length {limit} cannot hold a PDV with data")
+    view = memoryview(chunk).cast("B")
+    pdus = _fragments(context_id, view, False, max_data)
+    if not ends_data_set:
+        header, payload = pdus[-1]
+        pdus[-1] = [encode_pdv_header(context_id, False, False, len(payload)), payload]
+    return pdus

@@ -1,11 +1,15 @@
 """Record kinds and flags carried in ring headers between the appliance's processes.
 
 Acceptor -> worker (per-worker job ring):
-  OPEN     assoc_id; payload msgpack {calling_ae, called_ae, peer, peer_max_pdu, contexts}
-  COMMAND  assoc_id, msg_id, aux=context id; payload = the whole command set (group 0000)
+  OPEN     assoc_id; payload msgpack {calling_ae, called_ae, peer, peer_max_pdu, contexts,
+           relational, scp_roles}
+  COMMAND  assoc_id, msg_id, aux=context id; payload = the whole command set (group 0000);
+           for a C-CANCEL-RQ or a peer's response, msg_id = Message ID Being Responded To
   DATA     assoc_id, msg_id, aux=context id, flags LAST on the final fragment; payload = PDV data
   CLOSE    assoc_id; flags ABORTED when the association did not end by release
   INGEST   msg_id = job id; payload = file path (utf-8)  [headless ingest driver -> worker]
+  FLOW     assoc_id, aux = 1 when the socket's send buffer is full (stop producing responses
+           for this association), 0 when it has drained
 Worker -> acceptor (per-worker reply ring):
   SEND     assoc_id, msg_id; payload = PDV items of one P-DATA-TF; flags FINAL when this PDU
            ends the response to msg_id (the acceptor then forgets the operation)
@@ -26,6 +30,7 @@ class Kind(IntEnum):
     DATA = 3
     CLOSE = 4
     INGEST = 5
+    FLOW = 6
     SEND = 16
     ABORT = 17
     INGESTED = 18

@@ -21,9 +21,11 @@ Decisions documented here (each is a deliberate choice among what PS3.8 allows):
 - Asynchronous Operations Window (PS3.7 D.3.3.3): answered (1, 1) when proposed: we perform
   operations serially on each association.
 - User Identity (PS3.7 D.3.3.7): not authenticated yet, so never a User Identity AC; a
-  requestor that requested a positive response then decides whether to go on. SOP Class
-  (Common) Extended Negotiation is not answered, which PS3.7 D.3.3.5/6 defines as "not
-  supported".
+  requestor that requested a positive response then decides whether to go on.
+- SOP Class Extended Negotiation (PS3.7 D.3.3.5) is answered for accepted Query/Retrieve
+  classes only (relational queries/retrieval, PS3.4 C.5.1), granted when ``relational``;
+  for other classes it is not answered, which D.3.3.5 defines as "not supported". SOP Class
+  Common Extended Negotiation (D.3.3.6) is never answered.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from appliance.negotiation.qr_classes import QR_SOP_CLASSES, extended_negotiation_reply
 from appliance.negotiation.sop_classes import (
     ENCAPSULATED_TRANSFER_SYNTAXES,
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -52,6 +55,7 @@ from appliance.ul.pdu import (
     PresentationContextRQ,
     PresentationResult,
     RoleSelection,
+    SOPClassExtendedNegotiation,
     UserInformation,
     UserSubItem,
 )
@@ -117,6 +121,7 @@ class NegotiationPolicy:
     extra_abstract_syntaxes: frozenset[str] = frozenset()  # e.g. Q/R models, later issues
     scp_role_sop_classes: frozenset[str] = frozenset()
     reject_if_no_contexts: bool = True
+    relational: bool = False  # grant relational Q/R when the requestor asks (PS3.4 C.5.1)
 
     def accepts_abstract_syntax(self, uid: str) -> bool:
         return (
@@ -188,7 +193,15 @@ def _user_information(
     if rq.user_information.of_type(AsynchronousOperationsWindow):
         items.append(AsynchronousOperationsWindow(1, 1))
     answered: set[str] = set()
+    extended: set[str] = set()
     for item in rq.user_information.items:
+        if isinstance(item, SOPClassExtendedNegotiation):
+            uid = item.sop_class_uid
+            if uid in accepted_abstract and uid in QR_SOP_CLASSES and uid not in extended:
+                extended.add(uid)
+                items.append(SOPClassExtendedNegotiation(
+                    uid, extended_negotiation_reply(item.info, policy.relational)))
+            continue
         if not isinstance(item, RoleSelection):
             continue
         uid = item.sop_class_uid
@@ -241,6 +254,24 @@ def negotiate(policy: NegotiationPolicy, rq: AssociateRQ) -> AssociateAC | Assoc
     )
 
 
+def extended_negotiation(ac: AssociateAC) -> dict[str, bytes]:
+    """SOP Class UID -> the Extended Negotiation reply we sent (PS3.7 D.3.3.5)."""
+    return {
+        item.sop_class_uid: item.info
+        for item in ac.user_information.items
+        if isinstance(item, SOPClassExtendedNegotiation)
+    }
+
+
+def granted_scp_roles(ac: AssociateAC) -> frozenset[str]:
+    """SOP classes for which we granted the requestor the SCP role (C-GET sub-operations)."""
+    return frozenset(
+        item.sop_class_uid
+        for item in ac.user_information.items
+        if isinstance(item, RoleSelection) and item.scp_role
+    )
+
+
 def accepted_contexts(ac: AssociateAC, rq: AssociateRQ) -> dict[int, tuple[str, str]]:
     """Context id -> (abstract syntax, transfer syntax) for every accepted context."""
     abstract = {pc.context_id: pc.abstract_syntax for pc in rq.presentation_contexts}
@@ -260,6 +291,8 @@ __all__ = [
     "RejectResult",
     "RejectSource",
     "accepted_contexts",
+    "extended_negotiation",
+    "granted_scp_roles",
     "choose_transfer_syntax",
     "negotiate",
     "reject_busy",

@@ -34,6 +34,10 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                            ("workers", "appliance.arbiter", "pydicom", "numpy", "numba",
                             "lmdb")),
     "workers.kernels": (("workers.kernels",), ("appliance", "workers.index", "lmdb")),
+    # C-MOVE sub-operations: the worker is an SCU of its own association to the destination.
+    "workers.qr": (("appliance.ipc", "appliance.dimse", "appliance.errors", "appliance.config",
+                    "appliance.scu", "workers", "metrics.logging", "metrics.registry"),
+                   ("appliance.acceptor", "appliance.arbiter", "asyncio", "uvloop")),
     "workers": (("appliance.ipc", "appliance.dimse", "appliance.errors", "appliance.config",
                  "workers", "metrics.logging", "metrics.registry"),
                 ("appliance.acceptor", "appliance.arbiter", "asyncio", "uvloop")),

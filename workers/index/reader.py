@@ -10,6 +10,7 @@ If the writer grew the map beyond this process's mapping, LMDB reports MapResize
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,105 @@ class IndexReader:
         with self._begin() as txn:
             return [bytes(uid).decode() for uid in _dups(txn, self._db(db), key(k))]
 
+    # ---- query support (workers.query) -----------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """One read-only transaction for a bounded piece of work (a page of C-FIND matches):
+        callers must not keep it across I/O, since an open reader pins old pages."""
+        with self._begin() as txn:
+            yield Snapshot(txn, self._index.dbs)
+
 
 def _dups(txn: lmdb.Transaction, db: Any, k: bytes) -> Iterator[bytes]:
     cursor = txn.cursor(db=db)
     if cursor.set_key(k):
         for value in cursor.iternext_dup(keys=False, values=True):
             yield bytes(value)
+
+
+class Snapshot:
+    """Typed reads inside one read-only transaction: record gets by raw key, duplicate
+    counts, and resumable scans of the primary and secondary (dupsort) sub-databases.
+
+    Scans take a ``start`` position (inclusive) so that a long scan can be split over several
+    short transactions: the caller remembers the last position it consumed and resumes there.
+    """
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def get(self, db: str, k: bytes) -> bytes | None:
+        raw = self._txn.get(k, db=self._dbs[db])
+        return bytes(raw) if raw is not None else None
+
+    def patient(self, k: bytes) -> PatientRecord | None:
+        raw = self._txn.get(k, db=self._dbs["patients"])
+        return unpack(PatientRecord, raw) if raw is not None else None
+
+    def study(self, k: bytes) -> StudyRecord | None:
+        raw = self._txn.get(k, db=self._dbs["studies"])
+        return unpack(StudyRecord, raw) if raw is not None else None
+
+    def series(self, k: bytes) -> SeriesRecord | None:
+        raw = self._txn.get(k, db=self._dbs["series"])
+        return unpack(SeriesRecord, raw) if raw is not None else None
+
+    def instance(self, k: bytes) -> InstanceRecord | None:
+        raw = self._txn.get(k, db=self._dbs["instances"])
+        return unpack_record(raw) if raw is not None else None
+
+    def dup_count(self, db: str, k: bytes) -> int:
+        """Number of values under ``k`` in a dupsort sub-database (0 when absent)."""
+        cursor = self._txn.cursor(db=self._dbs[db])
+        return int(cursor.count()) if cursor.set_key(k) else 0
+
+    def dups(self, db: str, k: bytes, start: bytes | None = None) -> Iterator[bytes]:
+        """Values under ``k`` in order, from the first one >= ``start``."""
+        cursor = self._txn.cursor(db=self._dbs[db])
+        found = cursor.set_range_dup(k, start) if start is not None else cursor.set_key(k)
+        if not found:
+            return
+        yield bytes(cursor.value())
+        while cursor.next_dup():
+            yield bytes(cursor.value())
+
+    def keys(self, db: str, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of a primary sub-database in key order, from the first key >= start."""
+        cursor = self._txn.cursor(db=self._dbs[db])
+        found = cursor.set_range(start) if start is not None else cursor.first()
+        while found:
+            yield bytes(cursor.key()), bytes(cursor.value())
+            found = cursor.next()
+
+    def range(
+        self,
+        db: str,
+        low: bytes,
+        high: bytes | None,
+        *,
+        prefix: bool = False,
+        start: tuple[bytes, bytes] | None = None,
+        unique_keys: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs of a dupsort sub-database with ``low <= key <= high`` (``high``
+        None: no upper bound), or with keys starting with ``low`` when ``prefix``; in (key,
+        value) order from ``start`` (inclusive). ``unique_keys`` yields each key once, with
+        its first value (``start`` is then compared on the key only)."""
+        cursor = self._txn.cursor(db=self._dbs[db])
+        if start is None:
+            found = cursor.set_range(low)
+        elif unique_keys or not cursor.set_range_dup(*start):
+            found = cursor.set_range(start[0])
+            if found and not unique_keys and cursor.key() == start[0]:
+                found = cursor.next_nodup()  # every value of this key is below start
+        else:
+            found = True
+        step = cursor.next_nodup if unique_keys else cursor.next
+        while found:
+            k = bytes(cursor.key())
+            if (not k.startswith(low)) if prefix else (high is not None and k > high):
+                return
+            yield k, bytes(cursor.value())
+            found = step()

@@ -1,0 +1,35 @@
+"""Query/Retrieve SOP Classes (PS3.4 Annex C.6) and their extended negotiation (C.5).
+
+Patient Root and Study Root, each with FIND, MOVE and GET; Patient/Study Only is retired and
+not served.
+"""
+
+from __future__ import annotations
+
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+
+QR_FIND: frozenset[str] = frozenset({PATIENT_ROOT_FIND, STUDY_ROOT_FIND})
+QR_MOVE: frozenset[str] = frozenset({PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE})
+QR_GET: frozenset[str] = frozenset({PATIENT_ROOT_GET, STUDY_ROOT_GET})
+QR_SOP_CLASSES: frozenset[str] = QR_FIND | QR_MOVE | QR_GET
+
+
+def extended_negotiation_reply(requested: bytes, relational: bool) -> bytes:
+    """The SCP's answer to a Q/R SOP Class Extended Negotiation sub-item (PS3.4 C.5.1.1 for
+    FIND, C.5.1.1.2/C.5.1.1.3 for MOVE/GET): byte 1 is relational-queries (FIND) or
+    relational-retrieval (MOVE/GET), granted only when asked and ``relational``; every other
+    option (combined date-time matching, fuzzy person names, timezone adjustment, enhanced
+    multi-frame conversion) is answered 0, "not supported". Same length as the request."""
+    if not requested:
+        return b""
+    granted = 1 if (requested[0] == 1 and relational) else 0
+    return bytes([granted]) + bytes(len(requested) - 1)
+
+
+def relational_granted(reply: bytes) -> bool:
+    return bool(reply) and reply[0] == 1

@@ -1,0 +1,201 @@
+"""C-MOVE sub-operations (PS3.4 C.4.2): a new association from us to the Move Destination.
+
+The sub-operations run on a thread of the worker (blocking socket I/O, which releases the
+GIL), so the worker loop keeps serving its other associations; the thread touches neither
+LMDB nor the rings. It posts progress to a queue and rings the service's wake-up pipe; the
+loop turns progress into pending C-MOVE-RSPs (at most one per ``pending_interval_s``) and the
+end into the final response. A C-CANCEL, or the requesting association going away, sets an
+event the thread checks between sub-operations.
+
+Proposed presentation contexts: one per (SOP Class, stored transfer syntax) among the
+objects, each offering the stored syntax first, then Explicit and Implicit VR Little Endian,
+so the destination can take the object as stored or in a syntax we can convert it to.
+Every sub-operation C-STORE-RQ carries Move Originator AE Title and Message ID (PS3.7
+§9.1.1.1).
+"""
+
+from __future__ import annotations
+
+import mmap
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from appliance.config import RemoteAE
+from appliance.dimse.messages import CMoveRQ
+from appliance.dimse.status import Status
+from appliance.scu import SCU, ProposedContext, SCUError
+from workers.qr.suboperations import CannotSend, Counts, RetrieveItem, prepare
+
+if TYPE_CHECKING:
+    from workers.qr.service import QueryRetrieve
+    from workers.service import AssociationState
+
+log = structlog.get_logger(component="worker")
+
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+_MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: odd ids 1-255
+
+
+@dataclass(frozen=True, slots=True)
+class _Progress:
+    counts: Counts
+    done: bool
+    status: int | None = None  # a final status other than the one the counts imply
+    comment: str | None = None
+
+
+def proposed_contexts(items: list[RetrieveItem]) -> list[ProposedContext]:
+    pairs = sorted({(i.sop_class_uid, i.transfer_syntax_uid) for i in items})
+    contexts = []
+    for sop_class, stored in pairs[:_MAX_CONTEXTS]:
+        syntaxes = tuple(dict.fromkeys((stored, EXPLICIT_VR_LE, IMPLICIT_VR_LE)))
+        contexts.append(ProposedContext(sop_class, syntaxes))
+    return contexts
+
+
+class MoveTask:
+    def __init__(self, qr: QueryRetrieve, state: AssociationState, context_id: int,
+                 rq: CMoveRQ, items: list[RetrieveItem], dest: RemoteAE) -> None:
+        self.qr = qr
+        self.state = state
+        self.msg_id = rq.message_id
+        self.context_id = context_id
+        self.rq = rq
+        self.items = items
+        self.dest = dest
+        self.events: queue.SimpleQueue[_Progress] = queue.SimpleQueue()
+        self.stop = threading.Event()
+        self.cancelled = False
+        self.latest: _Progress | None = None
+        self.last_pending = time.monotonic()
+        self.thread = threading.Thread(target=self._run, name=f"move-{state.assoc_id}",
+                                       daemon=True)
+        self.thread.start()
+
+    # ---- the loop's side -------------------------------------------------------------
+
+    def runnable(self) -> bool:
+        return not self.events.empty()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.stop.set()
+
+    def drop(self) -> None:
+        self.stop.set()
+
+    def step(self) -> bool:
+        while not self.events.empty():
+            self.latest = self.events.get_nowait()
+            if self.latest.done:
+                end = self.latest
+                self.qr.retrieve_response(self.state, self.context_id, self.rq, end.counts,
+                                          final=True, cancelled=self.cancelled,
+                                          status=end.status, comment=end.comment)
+                return True
+        now = time.monotonic()
+        p = self.latest
+        if (p is not None and not self.state.send_paused
+                and now - self.last_pending >= self.qr.settings.pending_interval_s):
+            self.last_pending = now
+            self.qr.retrieve_response(self.state, self.context_id, self.rq, p.counts,
+                                      final=False)
+        return False
+
+    # ---- the thread ------------------------------------------------------------------
+
+    def _post(self, progress: _Progress) -> None:
+        self.events.put(progress)
+        self.qr.wake()
+
+    def _run(self) -> None:
+        counts = Counts(len(self.items))
+        status: int | None = None
+        comment: str | None = None
+        try:
+            if self.items:
+                status, comment = self._suboperations(counts)
+        except Exception as exc:  # noqa: BLE001 - the thread's boundary: answer, never vanish
+            log.exception("qr.move_failed", assoc_id=self.state.assoc_id)
+            status, comment = Status.UNABLE_TO_PROCESS, f"move failed: {exc}"[:64]
+        self._post(_Progress(_snapshot(counts), True, status, comment))
+
+    def _suboperations(self, counts: Counts) -> tuple[int | None, str | None]:
+        s = self.qr.settings
+        scu = SCU(self.dest.host, self.dest.port, calling_ae=s.ae_title,
+                  called_ae=self.dest.ae_title, contexts=proposed_contexts(self.items),
+                  timeout_s=s.connect_timeout_s)
+        try:
+            scu.associate()
+        except (SCUError, OSError) as exc:
+            log.warning("qr.move_destination_unreachable", destination=self.dest.ae_title,
+                        error=str(exc))
+            counts.fail_remaining([i.sop_instance_uid for i in self.items])
+            return (Status.OUT_OF_RESOURCES_UNABLE_TO_PERFORM_SUB_OPERATIONS,
+                    f"cannot associate with {self.dest.ae_title}"[:64])
+        log.info("qr.move_associated", destination=self.dest.ae_title,
+                 contexts=len(scu.accepted), instances=len(self.items))
+        try:
+            for n, item in enumerate(self.items):
+                if self.stop.is_set():
+                    return None, None
+                try:
+                    counts.record(item.sop_instance_uid, self._store(scu, item))
+                except CannotSend as exc:
+                    log.warning("qr.cannot_send", destination=self.dest.ae_title,
+                                error=str(exc))
+                    counts.record(item.sop_instance_uid, Status.UNABLE_TO_PROCESS)
+                except SCUError as exc:
+                    # The association is gone: everything not sent yet failed too.
+                    log.warning("qr.move_association_lost", destination=self.dest.ae_title,
+                                error=str(exc))
+                    counts.fail_remaining([i.sop_instance_uid for i in self.items[n:]])
+                    return None, f"association with {self.dest.ae_title} lost"[:64]
+                self._post(_Progress(_snapshot(counts), False))
+        finally:
+            try:
+                if scu.accepted:
+                    scu.release()
+            except (SCUError, OSError):
+                pass
+        return None, None
+
+    def _store(self, scu: SCU, item: RetrieveItem) -> int:
+        accepted = {ts for abstract, ts in scu.accepted.values()
+                    if abstract == item.sop_class_uid}
+        if not accepted:
+            raise CannotSend(f"destination accepted no context for {item.sop_class_uid}")
+        p = prepare(self.qr.settings.data_dir, item, accepted)
+        originator = dict(move_originator_ae=self.state.calling_ae,
+                          move_originator_msg_id=self.msg_id)
+        if p.converted is not None:
+            result = scu.store(p.converted, item.sop_class_uid, item.sop_instance_uid,
+                               p.transfer_syntax_uid, **originator)  # type: ignore[arg-type]
+            return result.status
+        with open(p.path, "rb") as fh:
+            if p.length == 0:
+                view: bytes | memoryview = b""
+                result = scu.store(view, item.sop_class_uid, item.sop_instance_uid,
+                                   p.transfer_syntax_uid, **originator)  # type: ignore[arg-type]
+                return result.status
+            # mmap: the data set goes out as slices of the page cache, never copied whole
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                data = memoryview(mm)
+                try:
+                    result = scu.store(data[p.offset:p.offset + p.length], item.sop_class_uid,
+                                       item.sop_instance_uid, p.transfer_syntax_uid,
+                                       **originator)  # type: ignore[arg-type]
+                finally:
+                    data.release()
+        return result.status
+
+
+def _snapshot(counts: Counts) -> Counts:
+    return Counts(counts.total, counts.completed, counts.failed, counts.warning,
+                  list(counts.failed_uids))
