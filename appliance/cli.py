@@ -3,6 +3,9 @@
   pacs serve   run the appliance (arbiter + acceptor + workers + index writer + exporter)
   pacs ingest  headless bulk ingest of files/folders through the same workers and index writer
   pacs db stats  counts read from the index (usable while `pacs serve` runs)
+  pacs echo|store|find|move|get ...   network clients (appliance/tools/net_cli.py)
+  pacs dump|info|modify|to-json|from-json|to-xml|from-xml ...   file tools (file_cli.py)
+  pacs anonymize|dir|extract|img2dcm ...   (anon_cli.py)
 """
 
 from __future__ import annotations
@@ -58,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--config", type=Path)
     stats.add_argument("--data", type=Path)
     stats.add_argument("--json", action="store_true")
+
+    # DCMTK-like tools (appliance/tools): each verb sets ``func``, run without a Config.
+    from appliance.tools import anon_cli, file_cli, net_cli
+
+    net_cli.register(sub)
+    file_cli.register(sub)
+    anon_cli.register(sub)
     return parser
 
 
@@ -92,6 +102,10 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is not None:
+        code: int = func(args)
+        return code
     try:
         cfg = load(args.config, overrides(args))
     except ConfigError as exc:
