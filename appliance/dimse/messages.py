@@ -298,6 +298,133 @@ class CMoveRSP(_RetrieveRSP):
         return dataclasses.replace(result, data_set=has_data_set(elements))
 
 
+# ---- DIMSE-N (PS3.7 §10.3): N-EVENT-REPORT, N-SET, N-ACTION, N-CREATE ------------------
+# Whether a data set follows varies per use, so every one carries ``data_set``.
+
+
+@dataclass(frozen=True, slots=True)
+class _NMessage:
+    COMMAND_FIELD: ClassVar[int] = 0
+
+    def to_elements(self) -> CommandElements:
+        return _to_elements(self, self.COMMAND_FIELD, getattr(self, "data_set", False))
+
+    @classmethod
+    def from_elements(cls, elements: Mapping[int, CommandValue]) -> Any:
+        result = _from_elements(cls, elements)
+        return dataclasses.replace(result, data_set=has_data_set(elements))
+
+
+@dataclass(frozen=True, slots=True)
+class NEventReportRQ(_NMessage):
+    """N-EVENT-REPORT-RQ (Table 10.3-1)."""
+
+    COMMAND_FIELD: ClassVar[int] = CommandField.N_EVENT_REPORT_RQ
+
+    message_id: int
+    affected_sop_class_uid: str
+    affected_sop_instance_uid: str
+    event_type_id: int
+    data_set: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NEventReportRSP(_NMessage):
+    """N-EVENT-REPORT-RSP (Table 10.3-2)."""
+
+    COMMAND_FIELD: ClassVar[int] = CommandField.N_EVENT_REPORT_RSP
+
+    message_id_being_responded_to: int
+    status: int
+    affected_sop_class_uid: str | None = None
+    affected_sop_instance_uid: str | None = None
+    event_type_id: int | None = None
+    error_comment: str | None = None
+    data_set: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NSetRQ(_NMessage):
+    """N-SET-RQ (Table 10.3-5): the Modification List follows."""
+
+    COMMAND_FIELD: ClassVar[int] = CommandField.N_SET_RQ
+
+    message_id: int
+    requested_sop_class_uid: str
+    requested_sop_instance_uid: str
+    data_set: bool = field(default=True, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NSetRSP(_NMessage):
+    """N-SET-RSP (Table 10.3-6)."""
+
+    COMMAND_FIELD: ClassVar[int] = CommandField.N_SET_RSP
+
+    message_id_being_responded_to: int
+    status: int
+    affected_sop_class_uid: str | None = None
+    affected_sop_instance_uid: str | None = None
+    error_comment: str | None = None
+    offending_element: tuple[int, ...] | None = None
+    data_set: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NActionRQ(_NMessage):
+    """N-ACTION-RQ (Table 10.3-7)."""
+
+    COMMAND_FIELD: ClassVar[int] = CommandField.N_ACTION_RQ
+
+    message_id: int
+    requested_sop_class_uid: str
+    requested_sop_instance_uid: str
+    action_type_id: int
+    data_set: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NActionRSP(_NMessage):
+    """N-ACTION-RSP (Table 10.3-8)."""
+
+    COMMAND_FIELD: ClassVar[int] = CommandField.N_ACTION_RSP
+
+    message_id_being_responded_to: int
+    status: int
+    affected_sop_class_uid: str | None = None
+    affected_sop_instance_uid: str | None = None
+    action_type_id: int | None = None
+    error_comment: str | None = None
+    data_set: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NCreateRQ(_NMessage):
+    """N-CREATE-RQ (Table 10.3-9); the SOP Instance UID may be left to the SCP."""
+
+    COMMAND_FIELD: ClassVar[int] = CommandField.N_CREATE_RQ
+
+    message_id: int
+    affected_sop_class_uid: str
+    affected_sop_instance_uid: str | None = None
+    data_set: bool = field(default=True, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NCreateRSP(_NMessage):
+    """N-CREATE-RSP (Table 10.3-10)."""
+
+    COMMAND_FIELD: ClassVar[int] = CommandField.N_CREATE_RSP
+
+    message_id_being_responded_to: int
+    status: int
+    affected_sop_class_uid: str | None = None
+    affected_sop_instance_uid: str | None = None
+    error_comment: str | None = None
+    offending_element: tuple[int, ...] | None = None
+    data_set: bool = field(default=False, compare=False)
+
+
 @dataclass(frozen=True, slots=True)
 class GenericCommand:
     """A command we have no dataclass for; the caller answers 0x0211 (PS3.7 C.5.x) or aborts."""
@@ -322,13 +449,15 @@ class GenericCommand:
 
 
 TypedMessage = (CEchoRQ | CEchoRSP | CStoreRQ | CStoreRSP | CFindRQ | CFindRSP | CGetRQ
-                | CGetRSP | CMoveRQ | CMoveRSP | CCancelRQ)
+                | CGetRSP | CMoveRQ | CMoveRSP | CCancelRQ | NEventReportRQ | NEventReportRSP
+                | NSetRQ | NSetRSP | NActionRQ | NActionRSP | NCreateRQ | NCreateRSP)
 Message = TypedMessage | GenericCommand
 
 MESSAGE_TYPES: dict[int, type[TypedMessage]] = {
     cls.COMMAND_FIELD: cls
     for cls in (CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, CFindRQ, CFindRSP, CGetRQ, CGetRSP,
-                CMoveRQ, CMoveRSP, CCancelRQ)
+                CMoveRQ, CMoveRSP, CCancelRQ, NEventReportRQ, NEventReportRSP, NSetRQ, NSetRSP,
+                NActionRQ, NActionRSP, NCreateRQ, NCreateRSP)
 }
 
 

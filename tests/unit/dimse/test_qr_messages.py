@@ -13,6 +13,14 @@ from appliance.dimse.messages import (
     CGetRSP,
     CMoveRQ,
     CMoveRSP,
+    NActionRQ,
+    NActionRSP,
+    NCreateRQ,
+    NCreateRSP,
+    NEventReportRQ,
+    NEventReportRSP,
+    NSetRQ,
+    NSetRSP,
     decode_message,
     encode_message,
 )
@@ -58,3 +66,26 @@ def test_move_without_destination_is_a_command_set_error() -> None:
     with pytest.raises(CommandSetError) as info:
         decode_message(encode_command_set(elements))
     assert info.value.message_id == 3
+
+
+@pytest.mark.parametrize("msg", [
+    NCreateRQ(message_id=1, affected_sop_class_uid="1.2.840.10008.3.1.2.3.3",
+              affected_sop_instance_uid="1.2.3"),
+    NCreateRQ(message_id=2, affected_sop_class_uid="1.2.840.10008.3.1.2.3.3"),
+    NCreateRSP(message_id_being_responded_to=1, status=0, affected_sop_instance_uid="1.2.3"),
+    NSetRQ(message_id=3, requested_sop_class_uid="1.2.840.10008.3.1.2.3.3",
+           requested_sop_instance_uid="1.2.3"),
+    NSetRSP(message_id_being_responded_to=3, status=0xC310, error_comment="final"),
+    NActionRQ(message_id=4, requested_sop_class_uid="1.2.840.10008.1.20.1",
+              requested_sop_instance_uid="1.2.840.10008.1.20.1.1", action_type_id=1,
+              data_set=True),
+    NActionRSP(message_id_being_responded_to=4, status=0, action_type_id=1),
+    NEventReportRQ(message_id=5, affected_sop_class_uid="1.2.840.10008.1.20.1",
+                   affected_sop_instance_uid="1.2.840.10008.1.20.1.1", event_type_id=2,
+                   data_set=True),
+    NEventReportRSP(message_id_being_responded_to=5, status=0, event_type_id=2),
+])
+def test_n_messages_round_trip(msg: object) -> None:
+    decoded = decode_message(encode_message(msg))  # type: ignore[arg-type]
+    assert decoded == msg
+    assert decoded.data_set == msg.data_set  # type: ignore[union-attr, attr-defined]
