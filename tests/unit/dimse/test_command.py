@@ -174,10 +174,10 @@ def test_error_comment_truncated_to_lo_maximum() -> None:
 
 
 def test_unknown_command_gives_generic() -> None:
-    raw = encode_command_set({0x0100: CommandField.N_ACTION_RQ, 0x0110: 9, 0x0800: 0x0101})
+    raw = encode_command_set({0x0100: CommandField.N_DELETE_RQ, 0x0110: 9, 0x0800: 0x0101})
     msg = decode_message(raw)
     assert isinstance(msg, GenericCommand)
-    assert msg.command_field == CommandField.N_ACTION_RQ
+    assert msg.command_field == CommandField.N_DELETE_RQ
     assert msg.message_id == 9
     assert msg.has_data_set is False
 
