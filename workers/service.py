@@ -38,7 +38,6 @@ from appliance.dimse.messages import (
     CMoveRQ,
     CStoreRQ,
     CStoreRSP,
-    GenericCommand,
     decode_message,
     encode_message,
 )
@@ -226,7 +225,8 @@ class Services:
 
     def _refuse(self, state: AssociationState, context_id: int, msg: object) -> None:
         """An operation we don't serve: 0x0211 (PS3.7 C.5.x), after draining its data set."""
-        elements = msg.to_elements() if isinstance(msg, GenericCommand) else {}
+        to_elements = getattr(msg, "to_elements", None)
+        elements = to_elements() if to_elements is not None else {}
         rq = RequestIdentity.from_elements(elements)
         if rq is None:  # e.g. a response sent to us: nothing to answer, protocol misuse
             self.outbox.abort(state.assoc_id, 0)

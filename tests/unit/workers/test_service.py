@@ -315,3 +315,16 @@ def test_max_dataset_bytes_refuses_with_a700_and_keeps_draining(tmp_path: Path) 
     assert h.tmp_files() == [] and h.out.index_requests == []
     h.store(2, data[:150], sop_uid=uid)  # the association goes on; next message is answered
     assert len(h.out.responses()) == 1
+
+
+def test_typed_n_request_without_a_service_is_0211_not_an_abort(h: Harness) -> None:
+    """An N-ACTION-RQ decodes to a typed message; with no workflow service it is refused
+    like any unserved operation, never by aborting the association."""
+    cmd = encode_command_set({0x00000003: "1.2.840.10008.1.20.1", 0x00000100: 0x0130,
+                              0x00000110: 6, 0x00000800: 0x0101, 0x00001001: "1.2.3",
+                              0x00001008: 1})
+    h.svc.command(1, 1, memoryview(cmd))
+    [rsp] = h.out.responses()
+    assert h.out.aborts == []
+    assert rsp.status == Status.UNRECOGNIZED_OPERATION
+    assert rsp.message_id_being_responded_to == 6
