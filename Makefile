@@ -30,7 +30,7 @@ lint: $(TEST_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -m bench $(ARGS)
+	$(BIN)/python -m bench ingest $(ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,85 @@
+"""The machine a run happened on, and its sequential write bandwidth.
+
+``describe()`` goes into every results file (a figure without its machine is not a
+figure); ``disk_write_mb_s`` is the yardstick of the large-object runs: ``dd`` of zeros with
+``conv=fdatasync``, so the page cache does not flatter it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from bench.micro.ring import cpu_model, git_sha
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return cp.stdout
+
+
+def _mem_total_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024**2
+    return 0.0
+
+
+def _filesystem(path: Path) -> str:
+    out = _run(["df", "-T", str(path)]).splitlines()
+    return " ".join(out[-1].split()[:2]) if len(out) > 1 else "unknown"
+
+
+def describe(workdir: Path) -> dict[str, object]:
+    dcmtk = _run(["storescu", "--version"]).strip().splitlines()
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(_mem_total_gib(), 1),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "python": platform.python_version(),
+        "dcmtk": dcmtk[0].strip("$ ") if dcmtk else None,
+        "workdir_filesystem": _filesystem(workdir),
+        "git_sha": git_sha(),
+        "load_avg_at_start": list(os.getloadavg()),
+    }
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def disk_write_mb_s(directory: Path, megabytes: int = 1024) -> float:
+    """``dd if=/dev/zero of=<directory>/ddtest bs=1M count=N conv=fdatasync``, in MB/s
+    (10^6 bytes, computed from dd's own byte count and seconds)."""
+    if shutil.which("dd") is None:
+        raise RuntimeError("dd not found")
+    target = directory / "ddtest"
+    try:
+        cp = subprocess.run(
+            ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={megabytes}",
+             "conv=fdatasync"],
+            capture_output=True, text=True, timeout=600, check=False,
+            env=dict(os.environ, LC_ALL="C"),
+        )  # fmt: skip
+    finally:
+        target.unlink(missing_ok=True)
+    # "1073741824 bytes (1.1 GB, 1.0 GiB) copied, 1.41 s, 760 MB/s"
+    m = re.search(r"^(\d+) bytes .* copied, ([\d.]+) s", cp.stderr, re.MULTILINE)
+    if cp.returncode != 0 or m is None:
+        raise RuntimeError(f"dd failed ({cp.returncode}): {cp.stderr.strip()[-200:]}")
+    return int(m.group(1)) / float(m.group(2)) / 1e6

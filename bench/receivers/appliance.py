@@ -1,0 +1,91 @@
+"""This appliance as a benchmarked receiver: ``python -m appliance serve`` in one durability
+mode with N workers, management HTTP on a free port, logs at ``error`` (a log line per object
+would be a cost the other receivers do not pay).
+
+Ready = ``/readyz`` answers 200 (boot includes the numba warm-up) and a C-ECHO succeeds.
+Arrived = the index's instance count (``pacs db stats --json``): an object counts only once
+it is stored *and* indexed, which is what a Success C-STORE-RSP promises here. The object
+files under ``objects/`` are counted too, as a cross-check.
+
+``src`` runs the appliance from another checkout (``--appliance-src``), for A/B comparisons of
+two commits with the same harness and corpora.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from bench.receivers.base import Receiver, count_files, echo_ok, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def venv_python() -> str:
+    """The project's virtualenv interpreter (as the tests use it), else ours."""
+    candidate = REPO / ".venv" / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+class ApplianceReceiver(Receiver):
+    family = "appliance"
+
+    def __init__(self, name: str, durability: str, workers: int, src: Path | None = None) -> None:
+        super().__init__(name)
+        self.durability = durability
+        self.workers = workers
+        self.cwd = src or REPO
+        self.http_port = 0
+        self.python = venv_python()
+
+    def prepare(self) -> None:
+        self.port, self.http_port = free_port(), free_port()
+
+    def command(self) -> list[str]:
+        return [
+            self.python, "-m", "appliance", "serve",
+            "--port", str(self.port), "--host", "127.0.0.1",
+            "--http", f"127.0.0.1:{self.http_port}",
+            "--data", str(self.store), "--durability", self.durability,
+            "--workers", str(self.workers), "--ae-title", self.called_ae,
+            "--log-level", "error",
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        prom = self.run_dir / "prometheus"
+        prom.mkdir(exist_ok=True)
+        env = dict(super().env(), PROMETHEUS_MULTIPROC_DIR=str(prom))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.cwd), env.get("PYTHONPATH")]))
+        return env
+
+    def ready(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.http_port}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as rsp:
+                if rsp.status != 200:
+                    return False
+        except OSError:
+            return False
+        return echo_ok(self.port, self.called_ae)
+
+    def count(self) -> int:
+        cp = subprocess.run(
+            [self.python, "-m", "appliance", "db", "stats", "--data", str(self.store), "--json"],
+            capture_output=True, text=True, cwd=self.cwd, env=self.env(), timeout=120,
+            check=False,
+        )  # fmt: skip
+        lines = [ln for ln in cp.stdout.splitlines() if ln.lstrip().startswith("{")]
+        if cp.returncode != 0 or not lines:
+            return -1
+        return int(json.loads(lines[-1])["instances"])
+
+    def object_files(self) -> int:
+        return count_files(self.store / "objects")
+
+    def describe(self) -> dict[str, object]:
+        return {"family": self.family, "durability": self.durability, "workers": self.workers,
+                "src": str(self.cwd)}

@@ -1,0 +1,134 @@
+"""Orthanc (the Debian package ``orthanc``) as a benchmarked receiver.
+
+Run as its users get it: default SQLite index, no storage compression, no plugins, with a
+JSON configuration generated per run (free DICOM and HTTP ports, storage and index in the
+run's store folder, HTTP on localhost without authentication, any Called AE accepted).
+Arrived = ``CountInstances`` of its REST ``/statistics``.
+
+``locate(install=True)`` finds the ``Orthanc`` binary, installing the package with apt-get
+when it is missing and we are root. Where a service manager runs, installing the package may
+also start the packaged ``orthanc`` service (its own ports: it does not disturb the runs, but
+it is one more idle process on the machine); we report that, we do not stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+
+from bench.receivers.base import Receiver, echo_ok, free_port
+
+_CANDIDATES = ("Orthanc", "/usr/sbin/Orthanc", "/usr/bin/Orthanc")
+_APT_TIMEOUT_S = 900
+
+
+def find_binary() -> str | None:
+    for candidate in _CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def _apt(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    return subprocess.run(["apt-get", "-q", "-y", *args], capture_output=True, text=True,
+                          env=env, timeout=_APT_TIMEOUT_S, check=False)
+
+
+def locate(*, install: bool) -> tuple[str | None, str]:
+    """(path of the Orthanc binary or None, what happened / why not)."""
+    found = find_binary()
+    if found:
+        return found, f"found {found}"
+    if not install:
+        return None, "Orthanc not installed and installing was not allowed (--no-install)"
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None, "Orthanc not installed; installing it needs root and apt-get"
+    print("bench: installing Orthanc (apt-get install orthanc) ...", flush=True)
+    cp = _apt("install", "--no-install-recommends", "orthanc")
+    if cp.returncode != 0:  # a stale package list is the usual cause
+        _apt("update")
+        cp = _apt("install", "--no-install-recommends", "orthanc")
+    found = find_binary()
+    if cp.returncode != 0 or not found:
+        tail = (cp.stderr or cp.stdout).strip().splitlines()[-3:]
+        return None, f"apt-get install orthanc failed ({cp.returncode}): {' | '.join(tail)}"
+    return found, f"installed the Debian package, {found}"
+
+
+def version(binary: str) -> str:
+    try:
+        cp = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
+                            check=False)
+    except OSError:
+        return "unknown"
+    lines = cp.stdout.strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+class OrthancReceiver(Receiver):
+    family = "orthanc"
+
+    def __init__(self, name: str, binary: str | None, why_not: str = "") -> None:
+        super().__init__(name)
+        self.binary = binary
+        self.why_not = why_not
+        self.http_port = 0
+
+    def available(self) -> str | None:
+        return None if self.binary else self.why_not or "Orthanc not found"
+
+    def prepare(self) -> None:
+        self.port, self.http_port = free_port(), free_port()
+        config = {
+            "Name": "bench",
+            "StorageDirectory": str(self.store / "storage"),
+            "IndexDirectory": str(self.store / "index"),
+            "StorageCompression": False,
+            "MaximumStorageSize": 0,
+            "MaximumPatientCount": 0,
+            "Plugins": [],
+            "HttpServerEnabled": True,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "SslEnabled": False,
+            "DicomServerEnabled": True,
+            "DicomAet": self.called_ae,
+            "DicomPort": self.port,
+            "DicomCheckCalledAet": False,
+            "DicomModalities": {},
+            "SaveJobs": False,
+        }
+        (self.run_dir / "orthanc.json").write_text(json.dumps(config, indent=2))
+
+    def command(self) -> list[str]:
+        assert self.binary is not None
+        return [self.binary, str(self.run_dir / "orthanc.json")]
+
+    def _statistics(self) -> dict[str, object] | None:
+        try:
+            url = f"http://127.0.0.1:{self.http_port}/statistics"
+            with urllib.request.urlopen(url, timeout=10) as rsp:
+                stats: dict[str, object] = json.loads(rsp.read())
+                return stats
+        except (OSError, ValueError):
+            return None
+
+    def ready(self) -> bool:
+        return self._statistics() is not None and echo_ok(self.port, self.called_ae)
+
+    def count(self) -> int:
+        stats = self._statistics()
+        value = stats.get("CountInstances") if stats else None
+        return int(value) if isinstance(value, int | str) else -1
+
+    def describe(self) -> dict[str, object]:
+        return {"family": self.family, "binary": self.binary,
+                "version": version(self.binary) if self.binary else None,
+                "index": "SQLite (default)"}
+

@@ -1,0 +1,153 @@
+"""The benchmark harness end to end, small: ``python -m bench ingest --quick`` against the
+appliance and DCMTK ``storescp`` (and Orthanc when installed), checking that it writes the
+JSON, the markdown and the chart, and that every instance arrived at every receiver.
+
+No timing assertions (STYLE 2.10): figures are printed, never gated. Plus the one piece of
+accounting the harness's CPU figures rest on, checked directly: a process tree's CPU includes
+the children it forked and reaped during the interval (``storescp --fork``'s case).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.procstat import Sampler
+from bench.receivers.orthanc import find_binary
+from tests.conftest import PYTHON, REPO, require_tool, run_tool
+
+SMALL = 24  # objects: 6 per folder, so 4 associations each send some
+
+
+@pytest.mark.system
+@pytest.mark.slow
+def test_quick_run_writes_results_and_every_instance_arrives(tmp_path: Path) -> None:
+    for tool in ("storescu", "storescp", "echoscu", "dd"):
+        require_tool(tool)
+    receivers = ["appliance-os", "storescp"] + (["orthanc"] if find_binary() else [])
+    results = tmp_path / "results"
+    cp = run_tool(
+        [PYTHON, "-m", "bench", "ingest", "--quick", "--corpus", "small", "--small", str(SMALL),
+         "--assocs", "1,4", "--receivers", ",".join(receivers), "--no-install",
+         "--workdir", str(tmp_path / "work"), "--results", str(results)],
+        timeout_s=240, cwd=REPO,
+    )  # fmt: skip
+    print(cp.stdout[-6000:], cp.stderr[-3000:])
+    assert cp.returncode == 0, f"bench exited {cp.returncode}\n{cp.stdout[-3000:]}{cp.stderr}"
+
+    (json_path,) = results.glob("*.json")
+    data = json.loads(json_path.read_text())
+    assert data["skipped"] == {}, data["skipped"]
+    corpus_files = [p for p in (tmp_path / "work" / "corpora").rglob("*.dcm")]
+    assert len(corpus_files) == SMALL == data["corpora"]["small"]["files"]
+
+    ingest = [r for r in data["runs"] if r["kind"] == "ingest"]
+    assert sorted((r["receiver"], r["assocs"]) for r in ingest) == sorted(
+        (name, n) for name in receivers for n in (1, 4))
+    for run in ingest:
+        where = f"{run['receiver']} x{run['assocs']}"
+        assert run["ok"], f"{where}: {run['errors']}"
+        assert run["arrived"] == run["expected"] == SMALL, where
+        assert run["wall_s"] > 0 and run["inst_per_s"] > 0, where
+        assert run["receiver_cpu_s"] >= 0 and run["peak_rss_mib"] > 0, where
+        if run["receiver"].startswith("appliance"):
+            assert run["object_files"] == SMALL, where  # the index agrees with the disk
+    echo = {r["receiver"]: r for r in data["runs"] if r["kind"] == "echo"}
+    assert set(echo) == set(receivers)
+    for name, run in echo.items():
+        assert run["ok"] and run["echo_per_s"] > 0 and run["assoc_per_s"] > 0, (name, run)
+
+    md = (results / "latest.md").read_text()
+    assert md == (results / f"{data['meta']['timestamp']}.md").read_text()
+    assert "| corpus, assocs | receiver | inst/s |" in md
+    for name in receivers:
+        assert f"| small, 4 | {name} |" in md
+    assert md.strip().splitlines()[0] in cp.stdout  # the table is printed too
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (results / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_tree_cpu_includes_reaped_children() -> None:
+    """A child that burns CPU, exits and is reaped inside the interval is still counted."""
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    parent = os.fork()
+    if parent == 0:  # the "receiver": forks a worker for one request, reaps it
+        try:
+            os.read(go_r, 1)
+            child = os.fork()
+            if child == 0:
+                end = time.process_time() + 0.3
+                while time.process_time() < end:
+                    pass
+                os._exit(0)
+            os.waitpid(child, 0)
+            os.write(done_w, b"d")
+            os.read(go_r, 1)  # stay alive until the sampler has stopped
+        finally:
+            os._exit(0)
+    sampler = Sampler(parent, interval_s=0.05)
+    sampler.start()
+    os.write(go_w, b"g")
+    assert os.read(done_r, 1) == b"d"  # the burner has exited and been reaped
+    usage = sampler.stop()
+    os.write(go_w, b"x")
+    os.waitpid(parent, 0)
+    for fd in (go_r, go_w, done_r, done_w):
+        os.close(fd)
+    assert 0.25 <= usage.cpu_s < 5, usage
+
+
+def test_orthanc_lookup_reports_why_not_without_install() -> None:
+    from bench.receivers.orthanc import locate
+
+    binary, why = locate(install=False)
+    if shutil.which("Orthanc") or find_binary():
+        assert binary is not None
+    else:
+        assert binary is None and "--no-install" in why
+
+
+def test_summary_takes_medians_of_ok_runs_and_ratios_to_storescp_fork() -> None:
+    from bench.report import markdown, summarize
+
+    def run(name: str, rate: float, cpu_us: float, ok: bool = True) -> dict[str, object]:
+        return {"kind": "ingest", "receiver": name, "corpus": "ct", "assocs": 4, "rep": 0,
+                "ok": ok, "errors": [] if ok else ["3 of 10 instances arrived"],
+                "inst_per_s": rate, "mb_per_s": rate / 2, "cpu_s_per_gb": 1.0,
+                "cpu_us_per_inst": cpu_us, "peak_rss_mib": 100.0, "peak_pss_mib": 50.0,
+                "client_cpu_us_per_inst": 500.0, "wall_s": 1.0}
+
+    results = {
+        "meta": {"timestamp": "T", "command": "c", "reps": 3, "assocs": [4], "quick": False},
+        "machine": {"cpu": "x", "cores": 2, "memory_gib": 1, "os": "o",
+                    "workdir_filesystem": "f", "dcmtk": "d", "git_sha": "s"},
+        "corpora": {"ct": {"files": 10, "bytes": 5_000_000, "mean_bytes": 500_000}},
+        "receiver_order": ["appliance-os", "storescp-fork"], "scaling_names": [],
+        "receivers": {}, "skipped": {"orthanc": "not installed"}, "disk": [],
+        "runs": [run("appliance-os", r, 1000) for r in (300, 100, 200)]
+        + [run("appliance-os", 9999, 1, ok=False)]
+        + [run("storescp-fork", r, 2000) for r in (400, 400, 400)],
+    }
+    summary = summarize(results)
+    rows = {r["receiver"]: r for r in summary["ingest"]}
+    app = rows["appliance-os"]
+    assert app["inst_per_s"] == (200, 100, 300)  # the failed run's 9999 is left out
+    assert (app["ok"], app["runs"]) == (3, 4)
+    assert app["x_fork_inst"] == 0.5 and app["x_fork_cpu"] == 0.5
+    assert app["x_orthanc_inst"] is None
+    md = markdown(results, summary)
+    assert "| ct, 4 | appliance-os | 200 (100–300) |" in md
+    assert "PSS 50.0" in md
+    assert "| ct, 4 | storescp-fork | 400 |" in md
+    assert "- **orthanc**: not installed" in md
+    assert "3 of 10 instances arrived" in md
