@@ -38,6 +38,7 @@ from appliance.dimse.command import (
     has_data_set,
 )
 from appliance.dimse.fragment import fragment_message
+from appliance.dimse.messages import CEchoRSP, encode_message
 from appliance.dimse.responses import RequestIdentity, status_response
 from appliance.dimse.status import Status
 from appliance.errors import LocalULError, RemoteULError
@@ -51,6 +52,7 @@ from appliance.negotiation.policy import (
     reject_busy,
 )
 from appliance.negotiation.qr_classes import relational_granted
+from appliance.negotiation.sop_classes import VERIFICATION
 from appliance.ul.association import (
     NEED_DATA,
     Abort,
@@ -341,14 +343,24 @@ class DicomProtocol(asyncio.Protocol):
             return False
         if ident is None:
             return self._on_non_request(context_id, elements, command)
-            self._protocol_violation("command set without Command Field or Message ID")
-            return False
+        if (ident.command_field == CommandField.C_ECHO_RQ and not ident.has_data_set
+                and not self.in_flight and self.contexts[context_id][0] == VERIFICATION):
+            self._answer_echo(context_id, ident)
+            return True
         self.in_flight[ident.message_id] = (ident, context_id)
         if ident.has_data_set:
             self.receiving = ident.message_id
             self.receiving_ctx = context_id
         self._forward(Kind.COMMAND, ident.message_id, Flag.NONE, context_id, command)
         return True
+
+    def _answer_echo(self, context_id: int, ident: RequestIdentity) -> None:
+        """C-ECHO (PS3.4 A) needs nothing from a worker: answered here, saving two process
+        hops per echo (monitoring probes echo often)."""
+        rsp = encode_message(CEchoRSP(ident.message_id, Status.SUCCESS, VERIFICATION))
+        for parts in fragment_message(context_id, rsp, None, self.conn.peer_max_pdu):
+            self._write_pdu_items(b"".join(parts))
+        m.DIMSE_OPERATIONS.labels("C-ECHO", "success").inc()
 
     def _on_non_request(self, context_id: int, elements: CommandElements,
                         command: bytes) -> bool:

@@ -18,7 +18,14 @@ from appliance.acceptor.protocol import DicomProtocol
 from appliance.acceptor.server import AcceptorServer, AcceptorSetup
 from appliance.config import Config, NetworkConfig, load
 from appliance.dimse.fragment import fragment_message
-from appliance.dimse.messages import CEchoRQ, CStoreRQ, CStoreRSP, decode_message, encode_message
+from appliance.dimse.messages import (
+    CEchoRQ,
+    CEchoRSP,
+    CStoreRQ,
+    CStoreRSP,
+    decode_message,
+    encode_message,
+)
 from appliance.dimse.status import Status
 from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.control import ControlBlock, ProcState, Role
@@ -151,15 +158,25 @@ def test_associate_then_echo_forwarded_and_answered(env: Env) -> None:
     assert info["calling_ae"] == "MODALITY" and info["peer_max_pdu"] == 16384
     assert info["contexts"] == {"1": [VERIFICATION, EXPLICIT_LE], "3": [CT, EXPLICIT_LE]}
 
-    cmd = encode_message(CEchoRQ(message_id=7))
+    # a C-ECHO on a Verification context is answered by the acceptor itself
+    cmd = encode_message(CEchoRQ(message_id=6))
     proto.data_received(pdata([PDV(1, True, True, cmd)]))
+    assert env.job_records() == []
+    [(ptype, body)] = tr.take_pdus()
+    rsp_cmd = decode_message(body[6:])
+    assert ptype == 0x04 and isinstance(rsp_cmd, CEchoRSP)
+    assert (rsp_cmd.message_id_being_responded_to, rsp_cmd.status) == (6, 0)
+
+    # anything else goes to the worker (here an echo on a storage context, which it refuses)
+    cmd = encode_message(CEchoRQ(message_id=7))
+    proto.data_received(pdata([PDV(3, True, True, cmd)]))
     [(kind, msg_id, _, aux, payload)] = env.job_records()
-    assert (kind, msg_id, aux, payload) == (Kind.COMMAND, 7, 1, cmd)
+    assert (kind, msg_id, aux, payload) == (Kind.COMMAND, 7, 3, cmd)
     assert proto.in_flight.keys() == {7}
 
     # the worker answers through the reply ring; the acceptor frames and writes it
     rsp = b"\x02\x00\x00\x00\x00\x00\x00\x00"  # opaque to the acceptor
-    item = struct.pack(">IBB", len(rsp) + 2, 1, 0x03) + rsp
+    item = struct.pack(">IBB", len(rsp) + 2, 3, 0x03) + rsp
     env.replies.try_put(Kind.SEND, proto.assoc_id, 7, Flag.FINAL, 0, item)
     env.server._on_replies(env.server.links[0])
     [(ptype, body)] = tr.take_pdus()
