@@ -19,9 +19,11 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP) $@
 
 run: $(STAMP)
+	$(BIN)/python -m workers.kernels >/dev/null  # numba cache: workers then boot in ms
 	$(BIN)/pacs serve $(ARGS)
 
 test: $(TEST_STAMP)
+	$(BIN)/python -m workers.kernels
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)

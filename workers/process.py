@@ -200,7 +200,10 @@ class Worker:
 
 def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks) -> int:
     """Entry point in the forked child."""
+    start = time.monotonic()
     try:
+        from workers.kernels import WORKER_KERNELS, warm_up
+        warm_up(WORKER_KERNELS)  # after fork (numba is not fork-safe); before ready
         worker = Worker(cfg, channels, hooks)
     except Exception:  # noqa: BLE001 - boot failure is reported by exit code
         log.exception("worker.boot_failed")
@@ -211,7 +214,6 @@ def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks) -> int
 
     signal.signal(signal.SIGTERM, _term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the arbiter decides; Ctrl-C hits the group
-    start = time.monotonic()
     log.info("worker.started", slot=channels.slot, generation=channels.generation,
              boot_s=round(time.monotonic() - start, 3))
     return worker.run()

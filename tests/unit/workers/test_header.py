@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -73,10 +75,16 @@ def test_corpus_is_substantial() -> None:
     assert {IMPLICIT, EXPLICIT, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"} <= syntaxes
 
 
+WALKERS = ["numba", "python"]
+
+
+@pytest.mark.parametrize("walker", WALKERS)
 @pytest.mark.parametrize(("path", "case"), USABLE, ids=[p.name for p, _ in USABLE])
-def test_matches_pydicom(path: Path, case: tuple[bytes, str, pydicom.Dataset]) -> None:
+def test_matches_pydicom(
+    path: Path, case: tuple[bytes, str, pydicom.Dataset], walker: header.Walker
+) -> None:
     data, ts, ds = case
-    assert _actual(read_index_attributes(data, ts)) == _expected(ds)
+    assert _actual(read_index_attributes(data, ts, walker=walker)) == _expected(ds)
 
 
 @pytest.mark.parametrize(("path", "case"), USABLE[::7], ids=[p.name for p, _ in USABLE[::7]])
@@ -157,9 +165,10 @@ def _dataset(implicit: bool = False, nested: bool = True) -> bytes:
     return b"".join(parts)
 
 
+@pytest.mark.parametrize("walker", WALKERS)
 @pytest.mark.parametrize(("implicit", "ts"), [(False, EXPLICIT), (True, IMPLICIT)])
-def test_walks_nested_undefined_sequences(implicit: bool, ts: str) -> None:
-    attrs = read_index_attributes(_dataset(implicit), ts)
+def test_walks_nested_undefined_sequences(implicit: bool, ts: str, walker: header.Walker) -> None:
+    attrs = read_index_attributes(_dataset(implicit), ts, walker=walker)
     assert attrs.sop_class_uid == CT_CLASS
     assert attrs.sop_instance_uid == "1.2.3.4.5"
     assert attrs.study_description == "Head\\Neck"
@@ -180,19 +189,22 @@ def test_deflated_is_inflated() -> None:
     assert info.value.status == 0xC000
 
 
-def test_truncation_contract() -> None:
+@pytest.mark.parametrize("walker", WALKERS)
+def test_truncation_contract(walker: header.Walker) -> None:
     data = _dataset(nested=False)
     cut_clean = data.index(struct.pack("<HH", 0x0020, 0x000D))  # at an element boundary
     with pytest.raises(NeedMoreData):
-        read_index_attributes(data[:cut_clean], EXPLICIT, complete=False)
+        read_index_attributes(data[:cut_clean], EXPLICIT, complete=False, walker=walker)
     # the caller said it is everything: a data set may end there
-    assert read_index_attributes(data[:cut_clean], EXPLICIT).study_instance_uid == ""
+    attrs = read_index_attributes(data[:cut_clean], EXPLICIT, walker=walker)
+    assert attrs.study_instance_uid == "" and attrs.sop_instance_uid == "1.2.3.4.5"
     with pytest.raises(NeedMoreData) as info:  # cut inside an element: never complete
-        read_index_attributes(data[: cut_clean + 9], EXPLICIT)
+        read_index_attributes(data[: cut_clean + 9], EXPLICIT, walker=walker)
     assert info.value.status == 0xC000 and isinstance(info.value, IngestError)
     # stopping at a tag past the last wanted one needs nothing more
     stop = data.index(struct.pack("<HH", 0x7FE0, 0x0010))
-    assert read_index_attributes(data[: stop + 8], EXPLICIT, complete=False).rows == "512"
+    attrs = read_index_attributes(data[: stop + 8], EXPLICIT, complete=False, walker=walker)
+    assert attrs.rows == "512"
 
 
 def test_odd_encoding_falls_back_to_pydicom() -> None:
@@ -204,12 +216,19 @@ def test_odd_encoding_falls_back_to_pydicom() -> None:
     assert read_index_attributes(implicit, EXPLICIT).sop_instance_uid == "1.2.3.4.5"
 
 
-def test_hostile_nesting_is_refused() -> None:
+@pytest.mark.parametrize("walker", WALKERS)
+def test_hostile_nesting_is_refused(walker: header.Walker) -> None:
     item_start = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
     sq = struct.pack("<HHI", 0x0008, 0x1140, 0xFFFFFFFF)
     data = (sq + item_start) * 200
-    with pytest.raises(IngestError):
-        read_index_attributes(data, IMPLICIT)
+    with pytest.raises(IngestError) as info:
+        read_index_attributes(data, IMPLICIT, walker=walker)
+    assert not isinstance(info.value, NeedMoreData) and info.value.status == 0xC000
+
+
+def test_unknown_walker_is_refused() -> None:
+    with pytest.raises(KeyError):
+        read_index_attributes(_dataset(), EXPLICIT, walker="fortran")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- robustness (hypothesis)
@@ -228,10 +247,11 @@ SYNTAXES = st.sampled_from(
 
 
 def _outcome(data: bytes, ts: str, complete: bool) -> None:
-    try:
-        read_index_attributes(data, ts, complete=complete)
-    except IngestError:
-        pass
+    for walker in WALKERS:
+        try:
+            read_index_attributes(data, ts, complete=complete, walker=walker)  # type: ignore[arg-type]
+        except IngestError:
+            pass
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -293,3 +313,11 @@ def test_validate_mismatch_is_a900(cls: str, inst: str) -> None:
     with pytest.raises(IngestError) as info:
         validate_against_command(_attrs(), cls, inst)
     assert info.value.status == 0xA900
+
+
+def test_importing_the_module_does_not_import_numba() -> None:
+    # The index writer and `pacs db stats` import workers.header for IndexAttributes only;
+    # numba (~0.3 s, ~70 MB) is loaded on the first numba walk.
+    code = "import sys, workers.header; sys.exit('numba' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[3],
+                          check=False).returncode == 0
