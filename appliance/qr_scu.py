@@ -66,6 +66,7 @@ from appliance.dimse.messages import (
     CStoreRQ,
     CStoreRSP,
     Message,
+    TypedMessage,
     encode_message,
     message_from_elements,
 )
@@ -240,7 +241,7 @@ class Responses(Generic[T]):
         scu: QRSCU,
         message_id: int,
         context_id: int,
-        response_type: type[CFindRSP] | type[CMoveRSP] | type[CGetRSP],
+        response_type: type[TypedMessage],
         convert: Callable[[Message, bytes | None], T],
         on_store: OnStore | None = None,
     ) -> None:
