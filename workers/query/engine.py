@@ -249,7 +249,7 @@ def _children(outer: Source, db: str) -> Source:
     def source(snap: Snapshot, at: Pos | None) -> Iterator[Item]:
         outer_at = at[0] if at is not None else None
         for opos, okey, _ in outer(snap, outer_at):
-            start = None
+            start = at[1] if at is not None and opos == outer_at else None
             for v in snap.dups(db, okey, start):
                 yield (opos, v), v, None
 

@@ -79,7 +79,9 @@ class QueryError(DimseError):
 @dataclass(frozen=True, slots=True)
 class QueryKey:
     """One attribute of a request Identifier: its VR and decoded value ('' = universal;
-    multiple values backslash-separated; a sequence key's value is '')."""
+    multiple values backslash-separated). A sequence key (SQ) carries no values: '' when it
+    has no items (Universal Matching), 'items' when it has some (Sequence Matching, C.2.2.2.6,
+    which we cannot do: the key is then reported unsupported)."""
 
     tag: int
     vr: str
@@ -294,11 +296,15 @@ class ResponseEncoder:
     def encode(self, result: Result) -> bytes:
         term, codec = self.character_set(result)
         out = bytearray()
-        if term:
-            out += self._element(SPECIFIC_CHARACTER_SET, "CS", term.encode("ascii"))
+        pending = bool(term)  # (0008,0005) goes in its place in tag order (PS3.5 §7.1)
         for tag, vr, fixed in self._elements:
+            if pending and tag > SPECIFIC_CHARACTER_SET:
+                out += self._element(SPECIFIC_CHARACTER_SET, "CS", term.encode("ascii"))
+                pending = False
             value = self._fixed[tag][1] if fixed else result.get(tag, "")
             out += self._element(tag, vr, self._value(vr, value, codec))
+        if pending:
+            out += self._element(SPECIFIC_CHARACTER_SET, "CS", term.encode("ascii"))
         return zlib.compress(bytes(out))[2:-4] if self._deflated else bytes(out)
 
     def _value(self, vr: str, value: str, codec: str) -> bytes:
