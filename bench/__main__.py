@@ -4,6 +4,7 @@
                            [--assocs 1,4] [--workers N] [--no-scaling] [--no-echo] [--no-dd]
                            [--no-install] [--appliance-src DIR] [--workdir DIR] [--results DIR]
     python -m bench report RESULTS.json   # the table and chart again, from a results file
+    python -m bench retrieve [--quick] [--reps N] ...  # C-GET/C-MOVE/C-FIND (bench/retrieve.py)
 
 Writes ``<results>/<timestamp>.json`` (every run), ``<timestamp>.md`` and ``latest.md`` (the
 table), ``latest.png`` (the chart), and prints the table. Exit code 1 if a run lost
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import corpora, machine, report
+from bench import corpora, machine, report, retrieve
 from bench.ingest import Plan, Runner, validate_assocs
 from bench.receivers import build, main_names, scaling_names
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="render the table and chart again from a results JSON")
     r.add_argument("json", type=Path)
     r.add_argument("--results", type=Path, help="where to write (default: beside the JSON)")
+    retrieve.add_parser(sub)
     return ap
 
 
@@ -158,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         _, md_path, _ = report.rewrite(args.json, args.results or args.json.parent)
         print(md_path.read_text())
         return 0
+    if args.command == "retrieve":
+        return retrieve.run(args)
     return 2
 
 

@@ -7,6 +7,9 @@ Arrived = the index's instance count (``pacs db stats --json``): an object count
 it is stored *and* indexed, which is what a Success C-STORE-RSP promises here. The object
 files under ``objects/`` are counted too, as a cross-check.
 
+``ae_table`` (AE title -> host, port) becomes ``[ae_table.TITLE]`` tables of a generated
+config file (C-MOVE destinations, for ``python -m bench retrieve``); empty = no config file.
+
 ``src`` runs the appliance from another checkout (``--appliance-src``), for A/B comparisons of
 two commits with the same harness and corpora.
 """
@@ -41,18 +44,27 @@ class ApplianceReceiver(Receiver):
         self.cwd = src or REPO
         self.http_port = 0
         self.python = venv_python()
+        self.ae_table: dict[str, tuple[str, int]] = {}
 
     def prepare(self) -> None:
         self.port, self.http_port = free_port(), free_port()
+        if self.ae_table:
+            self._config_path().write_text("".join(
+                f'[ae_table.{title}]\nhost = "{host}"\nport = {port}\n'
+                for title, (host, port) in self.ae_table.items()))  # fmt: skip
+
+    def _config_path(self) -> Path:
+        return self.run_dir / "appliance.toml"
 
     def command(self) -> list[str]:
+        config = ["--config", str(self._config_path())] if self.ae_table else []
         return [
             self.python, "-m", "appliance", "serve",
             "--port", str(self.port), "--host", "127.0.0.1",
             "--http", f"127.0.0.1:{self.http_port}",
             "--data", str(self.store), "--durability", self.durability,
             "--workers", str(self.workers), "--ae-title", self.called_ae,
-            "--log-level", "error",
+            "--log-level", "error", *config,
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:

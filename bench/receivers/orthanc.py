@@ -5,6 +5,10 @@ JSON configuration generated per run (free DICOM and HTTP ports, storage and ind
 run's store folder, HTTP on localhost without authentication, any Called AE accepted).
 Arrived = ``CountInstances`` of its REST ``/statistics``.
 
+``modalities`` (name -> AE title, host, port) fills ``DicomModalities``: the peers Orthanc
+lets query and retrieve (C-FIND/C-GET/C-MOVE from an unknown AE are refused by default) and
+the C-MOVE destinations it can send to (``python -m bench retrieve``). Empty by default.
+
 ``locate(install=True)`` finds the ``Orthanc`` binary, installing the package with apt-get
 when it is missing and we are root. Where a service manager runs, installing the package may
 also start the packaged ``orthanc`` service (its own ports: it does not disturb the runs, but
@@ -78,6 +82,7 @@ class OrthancReceiver(Receiver):
         self.binary = binary
         self.why_not = why_not
         self.http_port = 0
+        self.modalities: dict[str, tuple[str, str, int]] = {}
 
     def available(self) -> str | None:
         return None if self.binary else self.why_not or "Orthanc not found"
@@ -101,7 +106,7 @@ class OrthancReceiver(Receiver):
             "DicomAet": self.called_ae,
             "DicomPort": self.port,
             "DicomCheckCalledAet": False,
-            "DicomModalities": {},
+            "DicomModalities": {name: list(m) for name, m in self.modalities.items()},
             "SaveJobs": False,
         }
         (self.run_dir / "orthanc.json").write_text(json.dumps(config, indent=2))
