@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck clean bench
+.PHONY: run test lint typecheck clean bench install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ lint: $(TEST_STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench ingest $(ARGS)
+
+# `sudo make install`: the appliance in its own venv under PREFIX, the systemd units, sysusers
+# and tmpfiles snippets and /etc/pacs-appliance/pacs-appliance.toml (kept if present) under
+# DESTDIR (default /; on a live system it also creates the user and reloads systemd).
+PREFIX ?= /opt/pacs-appliance
+install:
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/pip install -q .
+	$(PREFIX)/bin/pacs install-systemd --units systemd --exec $(PREFIX)/bin/pacs --prefix $(or $(DESTDIR),/)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

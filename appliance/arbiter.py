@@ -20,6 +20,19 @@ heartbeats and tells systemd how things are.
     restart it: their ring positions are not recoverable in place, and a restart is cheap and
     loses nothing acknowledged.
   - The exporter is simply restarted.
+
+systemd (appliance/systemd.py): the listening socket comes from LISTEN_FDS when socket
+activated; READY=1 goes out once the acceptor listens and a worker and the index writer are
+ready, WATCHDOG=1 every WatchdogSec/2 while they stay so, RELOADING=1 around a SIGHUP reload,
+STOPPING=1 when shutdown begins, and STATUS= lines say what the appliance is doing.
+
+SIGHUP (appliance/reload.py): the arbiter reloads and validates its ConfigSource, keeps the
+reloadable settings, then passes SIGHUP on; each child reloads the same way in its handler.
+SIGHUP is blocked across fork() so a child never dies of one before its handler is in place.
+
+Each child, after the fork and before its role starts, configures its own logging, audit
+trail (appliance/audit.py) and, when enabled, OpenTelemetry provider (metrics/tracing.py);
+tracing is flushed and the audit file closed before the child exits.
 """
 
 from __future__ import annotations
@@ -35,8 +48,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance import systemd
-from appliance.config import Config
+from appliance import audit, reload, systemd
+from appliance.config import Config, ConfigSource
 from appliance.datadir import ensure_index, prepare_data_dir
 from appliance.errors import HaltAppliance
 from appliance.ipc.channels import WorkerChannels
@@ -76,9 +89,14 @@ def _exit_cause(status: int) -> str:
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
+    """The DICOM listening socket: the first one systemd passed (socket activation; then
+    [network] host/port are not used), else bound here."""
     fds = systemd.listen_fds()
     if fds:
         sock = socket.socket(fileno=fds[0])
+        for extra in fds[1:]:  # one DICOM port; close what we do not serve
+            os.close(extra)
+        log.info("arbiter.socket_activated", fds=len(fds), address=str(sock.getsockname()))
     else:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
                              socket.SOCK_STREAM)
@@ -119,8 +137,9 @@ def _metrics_child_died(pid: int, role: Role, status: int) -> None:
 
 
 class Arbiter:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, source: ConfigSource | None = None) -> None:
         self.cfg = cfg
+        self.source = source
         self.n_workers = cfg.worker_count
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.children: dict[int, Child] = {}
@@ -164,6 +183,9 @@ class Arbiter:
         self._install_signals()
         log.info("arbiter.starting", port=port, workers=self.n_workers,
                  durability=cfg.storage.durability.value, data=str(data))
+        systemd.notify(f"STATUS=starting {self.n_workers} workers")
+        audit.emit(audit.AuditEvent.APPLICATION_START, ae_title=cfg.network.ae_title,
+                   port=port, data_dir=str(data.absolute()), config=self._config_path())
         self._spawn_writer(wr_end)
         for i in range(self.n_workers):
             self._spawn_worker(i)
@@ -175,10 +197,18 @@ class Arbiter:
             for r in rings:
                 r.close()
         self.rings.clear()
+        code = 1
         try:
-            return self._loop()
+            code = self._loop()
+            return code
         finally:
             self.listener.close()
+            audit.emit(audit.AuditEvent.APPLICATION_STOP,
+                       audit.SUCCESS if code == 0 else audit.SERIOUS_FAILURE,
+                       ae_title=cfg.network.ae_title, exit_code=code)
+
+    def _config_path(self) -> str:
+        return str(self.source.path.absolute()) if self.source and self.source.path else ""
 
     def _install_signals(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
@@ -192,23 +222,39 @@ class Arbiter:
         assert self.cb is not None
         slot = self.cb.slot(index)
         slot.claim(role, generation)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             slot.pid = pid
             self.children[pid] = Child(role, index, pid, generation)
             return pid
         code = 1
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                        signal.SIGCHLD):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             configure_logging(self.cfg.log_level, role=name)
             slot.pid = os.getpid()
+            self._child_setup(name)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             code = target()
         except BaseException:  # noqa: BLE001 - the child must never return into the arbiter
             get_logger(name).exception(f"{name}.crashed")
         finally:
+            _child_teardown()
             os._exit(code)
+
+    def _child_setup(self, role: str) -> None:
+        """Post-fork set-up common to every role: reload, audit trail, tracing."""
+        cfg = self.cfg
+        reload.install_with_defaults(self.source, cfg, role)
+        try:
+            audit.configure(cfg, role)
+        except OSError as exc:
+            get_logger(role).error("audit.unavailable", path=cfg.audit.path, error=str(exc))
+        if cfg.tracing.enabled:
+            from metrics import tracing
+            tracing.configure_from(cfg.tracing, role)
 
     def _close_foreign(self, keep: set[int]) -> None:
         """In a child: drop inherited rings whose fds it does not use (``keep``: fds it will
@@ -252,7 +298,14 @@ class Arbiter:
 
         def target() -> int:
             from workers.process import WorkerHooks, run_worker
+            from workers.store import configure_disk_floor
 
+            def floor(c: Config) -> None:
+                configure_disk_floor(Path(c.storage.data_dir), c.storage.min_free_bytes,
+                                     c.storage.min_free_percent)
+
+            floor(cfg)
+            reload.on_reload(floor)
             self._close_children_sockets()
             me = cb.slot(index)
 
@@ -298,12 +351,18 @@ class Arbiter:
         assert cb is not None
 
         def target() -> int:
+            from metrics.disk import DiskFloor
             from metrics.exporter import run_exporter
 
             self._close_children_sockets()
             self._close_foreign(set())
+            st = cfg.storage
+            floor = DiskFloor(Path(st.data_dir), st.min_free_bytes, st.min_free_percent)
+            reload.on_reload(lambda c: floor.update(c.storage.min_free_bytes,
+                                                    c.storage.min_free_percent))
             return run_exporter(cb, SLOT_EXPORTER, cfg.http.host, cfg.http.port,
-                                Path(cfg.storage.data_dir), cfg.processes.heartbeat_timeout_s)
+                                Path(cfg.storage.data_dir), cfg.processes.heartbeat_timeout_s,
+                                floor=floor)
 
         self._fork(Role.EXPORTER, SLOT_EXPORTER, generation, "exporter", target)
 
@@ -429,7 +488,7 @@ class Arbiter:
         if healthy and not self.ready_sent:
             self.ready_sent = True
             self.cb.global_area.appliance_state = ApplianceState.READY
-            systemd.notify("READY=1\nSTATUS=accepting associations")
+            systemd.notify(f"READY=1\nSTATUS={self._status_line()}")
             log.info("arbiter.ready", port=self._port())
         interval = systemd.watchdog_interval_s()
         if interval and healthy and time.monotonic() - self._last_watchdog >= interval:
@@ -439,6 +498,11 @@ class Arbiter:
     def _port(self) -> int:
         return self.listener.getsockname()[1] if self.listener else 0
 
+    def _status_line(self) -> str:
+        workers = sum(1 for c in self.children.values() if c.role is Role.WORKER)
+        return (f"accepting associations on port {self._port()} as "
+                f"{self.cfg.network.ae_title}, {workers} workers")
+
     # ---- stopping ------------------------------------------------------------------------
 
     def _graceful(self) -> None:
@@ -447,7 +511,7 @@ class Arbiter:
         self.stopping = True
         assert self.cb is not None
         self.cb.global_area.appliance_state = ApplianceState.DRAINING
-        systemd.notify("STOPPING=1")
+        systemd.notify("STOPPING=1\nSTATUS=draining associations")
         log.info("arbiter.stopping", mode="graceful")
         grace = self.cfg.processes.graceful_timeout_s
         # Order: the acceptor drains its associations; then workers finish what they hold;
@@ -459,12 +523,33 @@ class Arbiter:
 
     def _fast(self) -> None:
         self.stopping = True
+        systemd.notify("STOPPING=1\nSTATUS=stopping now")
         log.info("arbiter.stopping", mode="fast")
         self._kill_all(signal.SIGKILL)
         self._wait_children(5.0)
 
     def _hup(self) -> None:
-        log.info("arbiter.hup_ignored", reason="no reloadable settings yet")
+        """Reload (appliance/reload.py): validate here first, then let every child reload."""
+        if self.stopping:
+            return
+        if self.source is None:
+            log.warning("arbiter.hup_ignored", reason="no configuration source to reload")
+            return
+        systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}\n"
+                       "STATUS=reloading configuration")
+        new = reload.reload_from(self.source, self.cfg)
+        if new is not None:
+            self.cfg = new
+            audit.emit(audit.AuditEvent.CONFIG_RELOADED, config=self._config_path(),
+                       generation=reload.generation(),
+                       ae_titles=[ae.ae_title for ae in new.ae_table])
+            for pid in list(self.children):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
+        else:
+            audit.emit(audit.AuditEvent.CONFIG_RELOADED, audit.MINOR_FAILURE,
+                       config=self._config_path(), error="configuration not loaded")
+        systemd.notify(f"READY=1\nSTATUS={self._status_line()}")
 
     def _stop_role(self, role: Role, timeout_s: float) -> None:
         pids = [c.pid for c in self.children.values() if c.role is role]
@@ -504,10 +589,25 @@ class Arbiter:
                 time.sleep(0.05)
 
 
-def serve(cfg: Config) -> int:
+def _child_teardown() -> None:
+    """Before os._exit in a child (which skips atexit): flush spans, close the audit file."""
+    import sys
+    if "metrics.tracing" in sys.modules:  # imported by the roles that trace
+        sys.modules["metrics.tracing"].shutdown()
+    audit.close()
+
+
+def serve(cfg: Config, source: ConfigSource | None = None) -> int:
+    """Run the appliance until it stops; ``source`` is where ``cfg`` came from (for SIGHUP)."""
     configure_logging(cfg.log_level, role="arbiter")
+    reload.install_with_defaults(source, cfg, "arbiter")  # Arbiter's own handler replaces it
     try:
-        return Arbiter(cfg).run()
+        audit.configure(cfg, "arbiter")
+    except OSError as exc:
+        log.error("audit.unavailable", path=cfg.audit.path, error=str(exc))
+        return EXIT_BOOT_FAILED
+    try:
+        return Arbiter(cfg, source).run()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             log.error("arbiter.boot_failed", error=f"port {cfg.network.port} in use")

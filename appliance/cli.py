@@ -3,6 +3,9 @@
   pacs serve   run the appliance (arbiter + acceptor + workers + index writer + exporter)
   pacs ingest  headless bulk ingest of files/folders through the same workers and index writer
   pacs db stats  counts read from the index (usable while `pacs serve` runs)
+  pacs config check FILE | config show   validate / print the effective configuration
+  pacs install-systemd [--prefix DIR]    put the systemd units, sysusers/tmpfiles snippets and
+                                         an example /etc/pacs-appliance/ config in place
   pacs echo|store|find|move|get ...   network clients (appliance/tools/net_cli.py)
   pacs dump|info|modify|to-json|from-json|to-xml|from-xml ...   file tools (file_cli.py)
   pacs anonymize|dir|extract|img2dcm ...   (anon_cli.py)
@@ -12,12 +15,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.config import Config, DuplicatePolicy, Durability, load
+from appliance.config import (
+    Config,
+    ConfigSource,
+    DuplicatePolicy,
+    Durability,
+    as_dict,
+    load,
+    to_toml,
+)
 from appliance.errors import ConfigError
+
+_ENV_HELP = ("Environment: PACS_HOST, PACS_PORT, PACS_AE_TITLE, PACS_DATA_DIR, PACS_DURABILITY, "
+             "PACS_MIN_FREE_BYTES, PACS_WORKERS, PACS_HTTP (HOST:PORT), PACS_LOG_LEVEL, "
+             "PACS_AUDIT_PATH, PACS_TRACING_ENABLED override the file; flags override both.")
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -41,13 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacs", description="DICOM ingest appliance")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the appliance")
-    _common(serve)
-    serve.add_argument("--port", type=int, help="DICOM port (default 11112)")
-    serve.add_argument("--host", help="DICOM listen address (default 0.0.0.0)")
-    serve.add_argument("--ae-title", help="our AE title (default PACS)")
-    serve.add_argument("--http", type=_host_port, metavar="HOST:PORT",
-                       help="management HTTP address (default 127.0.0.1:9112)")
+    serve = sub.add_parser("serve", help="run the appliance", epilog=_ENV_HELP)
+    _serve_flags(serve)
 
     ingest = sub.add_parser("ingest", help="bulk ingest files and folders without the network")
     _common(ingest)
@@ -62,13 +73,49 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--data", type=Path)
     stats.add_argument("--json", action="store_true")
 
+    config = sub.add_parser("config", help="validate or print the configuration")
+    csub = config.add_subparsers(dest="config_command", required=True)
+    check = csub.add_parser("check", help="validate a TOML file (and PACS_* variables) "
+                            "without starting anything", epilog=_ENV_HELP)
+    check.add_argument("file", type=Path)
+    show = csub.add_parser("show", help="print the effective configuration: defaults, the "
+                           "file, PACS_* variables, then flags", epilog=_ENV_HELP)
+    _serve_flags(show)
+    show.add_argument("--format", choices=["toml", "json"], default="toml")
+
+    inst = sub.add_parser("install-systemd", help="install the systemd units, sysusers and "
+                          "tmpfiles snippets and an example config")
+    inst.add_argument("--prefix", type=Path, default=Path("/"),
+                      help="root to install under (default /; a staging directory works)")
+    inst.add_argument("--exec", dest="exec_path", type=Path,
+                      help="the pacs executable ExecStart runs (default: this one)")
+    inst.add_argument("--units", type=Path,
+                      help="directory holding the unit files (default: this checkout's systemd/)")
+    inst.add_argument("--socket", action="store_true",
+                      help="also enable socket activation (pacs-appliance.socket)")
+
     # DCMTK-like tools (appliance/tools): each verb sets ``func``, run without a Config.
-    from appliance.tools import anon_cli, file_cli, net_cli
+    from appliance.tools import anon_cli, file_cli, net_cli, workflow_cli, workflow_net_cli
 
     net_cli.register(sub)
     file_cli.register(sub)
     anon_cli.register(sub)
+    # `pacs worklist add|list|remove|import` and `pacs mpps list|show` work on the data
+    # directory; `worklist query`, `mpps create|set` and `commit` talk to a peer.
+    workflow_cli.register(sub)
+    workflow_net_cli.add_worklist_network_verbs(workflow_cli.subcommands(sub.choices["worklist"]))
+    workflow_net_cli.add_mpps_network_verbs(workflow_cli.subcommands(sub.choices["mpps"]))
+    workflow_net_cli.register_commit(sub)
     return parser
+
+
+def _serve_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--port", type=int, help="DICOM port (default 11112)")
+    p.add_argument("--host", help="DICOM listen address (default 0.0.0.0)")
+    p.add_argument("--ae-title", help="our AE title (default PACS)")
+    p.add_argument("--http", type=_host_port, metavar="HOST:PORT",
+                   help="management HTTP address (default 127.0.0.1:9112)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,15 +153,28 @@ def main(argv: list[str] | None = None) -> int:
     if func is not None:
         code: int = func(args)
         return code
+    if args.command == "config" and args.config_command == "check":
+        return _config_check(args.file)
+    if args.command == "install-systemd":
+        from appliance.systemd import install_units
+
+        return install_units(args.prefix, args.exec_path, socket_activation=args.socket,
+                             units=args.units)
+    source = ConfigSource(args.config, overrides(args), dict(os.environ))
     try:
-        cfg = load(args.config, overrides(args))
+        cfg = source.load()
     except ConfigError as exc:
         print(f"pacs: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "config":
+        text = (json.dumps(as_dict(cfg), indent=2) + "\n" if args.format == "json"
+                else to_toml(cfg))
+        sys.stdout.write(text)
+        return 0
     if args.command == "serve":
         from appliance.arbiter import serve
 
-        return serve(cfg)
+        return serve(cfg, source)
     if args.command == "ingest":
         from appliance.ingest_driver import run_ingest
 
@@ -123,6 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "db":
         return _db_stats(cfg, args.json)
     return 2
+
+
+def _config_check(path: Path) -> int:
+    """Exit 0 when ``path`` (with the PACS_* variables) loads; else 1 with the reason."""
+    try:
+        load(path, None, os.environ)
+    except ConfigError as exc:
+        where = "" if str(path) in str(exc) else f"{path}: "
+        print(f"pacs config check: {where}{exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: OK")
+    return 0
 
 
 def _db_stats(cfg: Config, as_json: bool) -> int:

@@ -1,13 +1,19 @@
-"""Configuration: frozen dataclasses loaded once from a TOML file, then CLI flags on top.
+"""Configuration: frozen dataclasses loaded from a TOML file, then environment, then flags.
 
 The Config object is passed explicitly to every role; nothing reads a global. Every field
 here does something: a setting that does nothing is a defect (DEVELOPERS.md).
+
+Precedence (lowest first): built-in defaults, the TOML file, ``PACS_*`` environment variables
+(``ENV_VARS``: the common settings only, for containers and systemd drop-ins), command-line
+flags. A ``ConfigSource`` remembers all three so SIGHUP can load the same way again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -64,6 +70,10 @@ class StorageConfig:
     batch_window_ms: float = 0.0
     batch_max: int = 512
     index_map_size_bytes: int = 64 * 1024**3  # sparse; grown on MapFullError
+    # Free-space floor of the data volume: below it new C-STOREs get 0xA700 and /readyz
+    # fails; queries go on. The floor is the larger of the two (0 and 0.0 = no floor).
+    min_free_bytes: int = 512 * 1024**2
+    min_free_percent: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +102,41 @@ class QueryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """The audit trail (appliance/audit.py): one JSON object per line, per PS3.15 A.5."""
+
+    # "" = off; "-" = stdout; "stderr"; else a file, relative paths under [storage] data_dir
+    path: str = "audit.jsonl"
+    patient_values: bool = False  # include Patient ID/Name and patient query values
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry traces (metrics/tracing.py); off by default."""
+
+    enabled: bool = False
+    exporter: str = "otlp"  # otlp (OTLP/HTTP protobuf) | console (JSON on stderr)
+    endpoint: str = ""  # "" = $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or http://localhost:4318
+    sample_ratio: float = 1.0  # of new traces (parent-based: a sampled parent wins)
+    service_name: str = "pacs-appliance"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowConfig:
+    """Modality Worklist, MPPS and Storage Commitment (PS3.4 K, F, J);
+    workers.workflow.WorkflowSettings is built from it field by field."""
+
+    hide_completed: bool = True  # steps an MPPS completed or discontinued leave the worklist
+    combined_datetime: bool = True  # SPS Start Date + Time matched as one range (C.2.2.2.5.1)
+    worklist_dir: str = ""  # watched folder of worklist JSON files; "" = none
+    watch_interval_s: float = 5.0  # how often the watched folder is scanned
+    watch_settle_s: float = 1.0  # a file must be this old (mtime) before it is imported
+    commitment_grace_s: float = 10.0  # a report unacknowledged this long goes out anew
+    commitment_retry_s: float = 30.0  # between delivery passes for pending reports
+    commitment_timeout_s: float = 30.0  # connect / response timeout of a delivery
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteAE:
     """A known peer (C-MOVE destination, later storage commitment requester)."""
 
@@ -108,6 +153,9 @@ class Config:
     processes: ProcessConfig = field(default_factory=ProcessConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
+    workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     ae_table: tuple[RemoteAE, ...] = ()
     log_level: str = "info"
 
@@ -127,6 +175,9 @@ _SECTIONS: dict[str, type] = {
     "processes": ProcessConfig,
     "http": HttpConfig,
     "query": QueryConfig,
+    "audit": AuditConfig,
+    "tracing": TracingConfig,
+    "workflow": WorkflowConfig,
 }
 
 
@@ -136,7 +187,22 @@ def _coerce(section: str, name: str, value: Any, target: Any) -> Any:
     try:
         return _convert(value, target)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: invalid value {value!r}") from exc
+        raise ConfigError(f"{where}: invalid value {value!r}, expected "
+                          f"{_expected(target)}") from exc
+
+
+def _expected(target: Any) -> str:
+    if isinstance(target, bool):
+        return "true or false"
+    if isinstance(target, StrEnum):
+        return "one of " + ", ".join(repr(m.value) for m in type(target))
+    if isinstance(target, Path | str):
+        return "a string"
+    if isinstance(target, tuple):
+        return "a list of strings"
+    if isinstance(target, float):
+        return "a number"
+    return "an integer"
 
 
 def _convert(value: Any, target: Any) -> Any:
@@ -220,8 +286,13 @@ def _ae_table(value: Any) -> tuple[RemoteAE, ...]:
     return tuple(entries)
 
 
-def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Load ``path`` (TOML, optional) then apply ``overrides`` (same shape)."""
+def load(
+    path: Path | None,
+    overrides: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load ``path`` (TOML, optional), then ``environ``'s ``PACS_*`` settings (when given),
+    then ``overrides`` (the flags, same shape as the file)."""
     cfg = Config()
     if path is not None:
         try:
@@ -231,9 +302,79 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+    if environ is not None:
+        env = env_overrides(environ)
+        if env:
+            cfg = from_mapping(env, cfg)
     if overrides:
         cfg = from_mapping(overrides, cfg)
     return cfg
+
+
+# ---- environment ------------------------------------------------------------------------
+
+# variable -> (section or "" for top level, key, kind); kind converts the string
+ENV_VARS: dict[str, tuple[str, str, str]] = {
+    "PACS_HOST": ("network", "host", "str"),
+    "PACS_PORT": ("network", "port", "int"),
+    "PACS_AE_TITLE": ("network", "ae_title", "str"),
+    "PACS_DATA_DIR": ("storage", "data_dir", "str"),
+    "PACS_DURABILITY": ("storage", "durability", "str"),
+    "PACS_MIN_FREE_BYTES": ("storage", "min_free_bytes", "int"),
+    "PACS_WORKERS": ("processes", "workers", "int"),
+    "PACS_HTTP": ("http", "", "hostport"),
+    "PACS_LOG_LEVEL": ("", "log_level", "str"),
+    "PACS_AUDIT_PATH": ("audit", "path", "str"),
+    "PACS_TRACING_ENABLED": ("tracing", "enabled", "bool"),
+}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``PACS_*`` variables of ``environ`` in the shape of the TOML file. Other
+    ``PACS_*`` names (test and bench switches) are not settings and are ignored."""
+    out: dict[str, Any] = {}
+    for var, (section, key, kind) in ENV_VARS.items():
+        raw = environ.get(var)
+        if raw is None:
+            continue
+        value = _env_value(var, raw.strip(), kind)
+        target = out.setdefault(section, {}) if section else out
+        if kind == "hostport":
+            target["host"], target["port"] = value
+        else:
+            target[key] = value
+    return out
+
+
+def _env_value(var: str, raw: str, kind: str) -> Any:
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"${var}: expected an integer, got {raw!r}") from None
+    if kind == "bool":
+        if raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise ConfigError(f"${var}: expected true or false, got {raw!r}")
+    if kind == "hostport":
+        host, sep, port = raw.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"${var}: expected HOST:PORT, got {raw!r}")
+        return host or "127.0.0.1", int(port)
+    return raw
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a Config came from, so that SIGHUP can load it again the same way."""
+
+    path: Path | None = None
+    flags: dict[str, Any] = field(default_factory=dict)
+    environ: Mapping[str, str] | None = None
+
+    def load(self) -> Config:
+        return load(self.path, self.flags, self.environ)
 
 
 def validate(cfg: Config) -> None:
@@ -252,11 +393,40 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[storage] batch_max must be >= 1")
     if cfg.query.max_results < 0:
         raise ConfigError("[query] max_results must be >= 0")
+    _validate_ops(cfg)
     for ae in cfg.ae_table:
         if not 1 <= len(ae.ae_title) <= 16:
             raise ConfigError(f"[ae_table.{ae.ae_title}] AE titles are 1-16 characters")
         if ae.tls:
             raise ConfigError(f"[ae_table.{ae.ae_title}] tls: TLS is not supported yet")
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_EXPORTERS = ("otlp", "console")
+
+
+def _validate_ops(cfg: Config) -> None:
+    if cfg.log_level not in _LOG_LEVELS:
+        raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, "
+                          f"got {cfg.log_level!r}")
+    st = cfg.storage
+    if st.min_free_bytes < 0:
+        raise ConfigError("[storage] min_free_bytes must be >= 0")
+    if not 0.0 <= st.min_free_percent < 100.0:
+        raise ConfigError("[storage] min_free_percent must be 0 to below 100")
+    tr = cfg.tracing
+    if tr.exporter not in _EXPORTERS:
+        raise ConfigError(f"[tracing] exporter: expected otlp or console, got {tr.exporter!r}")
+    if not 0.0 <= tr.sample_ratio <= 1.0:
+        raise ConfigError("[tracing] sample_ratio must be between 0.0 and 1.0")
+
+
+def audit_path(cfg: Config) -> str:
+    """The audit destination: "" (off), "-" (stdout), "stderr" or an absolute file path."""
+    path = cfg.audit.path
+    if path in ("", "-", "stderr") or Path(path).is_absolute():
+        return path
+    return str(Path(cfg.storage.data_dir).absolute() / path)
 
 
 def as_dict(obj: Any) -> Any:
@@ -266,5 +436,34 @@ def as_dict(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, tuple):
-        return list(obj)
+        return [as_dict(v) for v in obj]
     return obj
+
+
+def to_toml(cfg: Config) -> str:
+    """The effective configuration as a TOML document `load` reads back to ``cfg``."""
+    data = as_dict(cfg)
+    lines = [f"log_level = {_toml_value(data.pop('log_level'))}"]
+    ae_table = data.pop("ae_table")
+    for section, values in data.items():
+        lines += ["", f"[{section}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    for ae in ae_table:
+        lines += ["", f"[ae_table.{_toml_key(ae['ae_title'])}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in ae.items() if k != "ae_title"]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isalnum() or c in "-_" for c in key)
+    return key if bare else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string

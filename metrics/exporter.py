@@ -1,7 +1,8 @@
 """The exporter process: management HTTP (/livez, /readyz, /status) on its own address.
 
 It only reads the shared control block, so a scrape never touches the acceptor's event loop.
-It also samples the data volume's free space into the control block (readiness input).
+It also samples the data volume's free space into the control block (readiness input) every
+second against the free-space floor (metrics/disk.py); /readyz then names the floor.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_client import (
 
 from appliance.ipc.control import ControlBlock, ProcState
 from metrics import registry as m
+from metrics.disk import DiskFloor
 from metrics.health import liveness, readiness, status
 
 log = structlog.get_logger(component="exporter")
@@ -42,7 +44,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200 if h.ok else 503, h.body())
         elif path == "/readyz":
             h = readiness(srv.cb, srv.heartbeat_timeout_s)
-            self._json(200 if h.ok else 503, h.body())
+            body = h.body()
+            body["disk"] = {"free_bytes": srv.cb.global_area.disk_free_bytes,
+                            "floor_bytes": srv.floor_bytes}
+            self._json(200 if h.ok else 503, body)
         elif path == "/status":
             self._json(200, status(srv.cb))
         elif path == "/metrics":
@@ -80,22 +85,33 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     cb: ControlBlock
     heartbeat_timeout_s: float
+    floor_bytes: int = 0
 
 
-def _disk_sampler(cb: ControlBlock, data_dir: Path, min_free_bytes: int,
+_DISK_SAMPLE_S = 1.0
+
+
+def _disk_sampler(srv: _Server, data_dir: Path, floor: DiskFloor,
                   stop: threading.Event) -> None:
+    cb = srv.cb
+    was_ok = True
     while not stop.is_set():
+        state = floor.sample()
+        srv.floor_bytes = state.floor_bytes
+        cb.global_area.set_disk(state.ok, state.free_bytes)
+        m.DISK_FREE.set(state.free_bytes)
+        if state.ok != was_ok:
+            (log.info if state.ok else log.error)(
+                "disk.floor_recovered" if state.ok else "disk.below_floor",
+                free_bytes=state.free_bytes, floor_bytes=state.floor_bytes)
+            was_ok = state.ok
         try:
-            st = os.statvfs(data_dir)
-            free = st.f_bavail * st.f_frsize
-            cb.global_area.set_disk(free >= min_free_bytes, free)
-            m.DISK_FREE.set(free)
             index_file = data_dir / "index" / "data.mdb"
             if index_file.exists():
                 m.INDEX_SIZE.set(index_file.stat().st_size)
         except OSError:
-            cb.global_area.set_disk(False, 0)
-        stop.wait(2.0)
+            pass  # the index file is being replaced: the next sample has it
+        stop.wait(_DISK_SAMPLE_S)
 
 
 def _version() -> str:
@@ -107,14 +123,16 @@ def _version() -> str:
 
 def run_exporter(
     cb: ControlBlock, slot_index: int, host: str, port: int, data_dir: Path,
-    heartbeat_timeout_s: float, min_free_bytes: int = 0,
+    heartbeat_timeout_s: float, floor: DiskFloor | None = None,
 ) -> int:
+    """Entry point in the forked child. ``floor``: the free-space floor (none: 0 bytes)."""
     me = cb.slot(slot_index)
     srv = _Server((host, port), _Handler)
     srv.cb = cb
     srv.heartbeat_timeout_s = heartbeat_timeout_s
     stop = threading.Event()
-    threading.Thread(target=_disk_sampler, args=(cb, data_dir, min_free_bytes, stop),
+    floor = floor or DiskFloor(data_dir)
+    threading.Thread(target=_disk_sampler, args=(srv, data_dir, floor, stop),
                      daemon=True).start()
 
     def _term(_signo: int, _frame: object) -> None:

@@ -37,5 +37,11 @@ def configure(level: str = "info", role: str = "main", stream: Any = None) -> No
     structlog.contextvars.bind_contextvars(role=role, pid=os.getpid())
 
 
+def set_level(level: str) -> None:
+    """Change the level live (SIGHUP), keeping the process's renderer and bound context."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)))
+
+
 def get_logger(component: str) -> Any:
     return structlog.get_logger(component=component)

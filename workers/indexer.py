@@ -13,7 +13,9 @@ The loop waits on all index doorbells, takes every record visible on every ring 
   os mode:    commit without sync (survives our crash, not power loss);
 
 and only then acknowledges each record to its worker, which answers the peer. So a Success
-C-STORE-RSP always follows the durable commit of its record. Group commit needs no timer: while
+C-STORE-RSP always follows the durable commit of its record. After each commit the audit trail
+gets one "DICOM Instances Transferred" event (PS3.15 A.5.3.4) per calling AE and study of the
+batch: what is audited is what was made durable. Group commit needs no timer: while
 one batch syncs, the next accumulates.
 
 Acks that do not fit in a worker's ack ring wait in memory (bounded by that worker's index ring
@@ -36,6 +38,7 @@ from pathlib import Path
 
 import structlog
 
+from appliance import audit
 from appliance.config import Config, DuplicatePolicy, Durability
 from appliance.ipc.fdpass import recv_with_fds
 from appliance.ipc.kinds import Flag, Kind
@@ -140,6 +143,7 @@ class IndexWriterProcess:
         if self.mode is Durability.BATCH:
             syncfs(self.data_dir)  # files of this batch reach the disk before their records
         by_policy: dict[int, list[int]] = {}
+        committed: list[tuple[InstanceRecord, Outcome]] = []
         for i, (_, _, policy, _) in enumerate(batch):
             by_policy.setdefault(policy, []).append(i)
         results: dict[int, tuple[int, str]] = {}
@@ -154,7 +158,10 @@ class IndexWriterProcess:
             outcomes = self.writer.apply_batch(records, _POLICIES[policy])
             for i, res in zip(good, outcomes, strict=True):
                 results[i] = (int(res.outcome), res.old_relpath or "")
+            committed += zip(records, (res.outcome for res in outcomes), strict=True)
         self.commits += 1
+        if audit.LOG.enabled and committed:
+            audit_batch(committed, self.cfg.network.ae_title)
         m.INDEX_COMMIT.observe(time.monotonic() - t0)
         m.INDEX_BATCH.observe(len(batch))
         for i, (sr, token, _, _) in enumerate(batch):
@@ -205,6 +212,31 @@ class IndexWriterProcess:
             Ring.attach((fds[3], fds[4], fds[5]), own=True),
         )
         log.info("index_writer.rings_replaced", slot=slot, generation=gen)
+
+
+def audit_batch(committed: list[tuple[InstanceRecord, Outcome]], our_ae: str) -> None:
+    """One INSTANCES_STORED audit event per (calling AE, study) of a committed batch: counts
+    and SOP classes (PS3.15 A.5.3.4 participant object: the study), action C, or U when a
+    stored copy was replaced. Duplicates kept or rejected are counted, not stored."""
+    groups: dict[tuple[str, str], list[tuple[InstanceRecord, Outcome]]] = {}
+    for rec, outcome in committed:
+        groups.setdefault((rec.calling_ae, rec.study_instance_uid), []).append((rec, outcome))
+    for (calling_ae, study_uid), items in groups.items():
+        counts = {o.name.lower(): 0 for o in Outcome}
+        sop_classes: dict[str, int] = {}
+        for rec, outcome in items:
+            counts[outcome.name.lower()] += 1
+            if outcome in (Outcome.STORED, Outcome.OVERWRITTEN):
+                sop_classes[rec.sop_class_uid] = sop_classes.get(rec.sop_class_uid, 0) + 1
+        first = items[0][0]
+        audit.LOG.emit(
+            audit.AuditEvent.INSTANCES_STORED,
+            action="U" if counts["overwritten"] else "C",
+            source_ae=calling_ae, destination_ae=our_ae, study_instance_uid=study_uid,
+            instances=counts["stored"] + counts["overwritten"], duplicates=counts["duplicate_kept"],
+            rejected=counts["rejected"], replaced=counts["overwritten"], sop_classes=sop_classes,
+            patient={"PatientID": first.patient_id, "PatientName": first.patient_name},
+        )
 
 
 def _decode(

@@ -27,6 +27,7 @@ from pathlib import Path
 import msgpack
 import structlog
 
+from appliance import reload
 from appliance.config import Config, DuplicatePolicy, Durability
 from appliance.dimse.fragment import PduParts
 from appliance.ipc.channels import WorkerChannels
@@ -122,7 +123,18 @@ class Worker:
         from workers.qr.service import QueryRetrieve  # pulls the codecs: after fork only
         self.qr = QueryRetrieve(cfg, self.reader, self.outbox)
         self.services.qr = self.qr
+        from workers.workflow_scp import WorkflowService, workflow_settings
+        self.workflow = WorkflowService(cfg, workflow_settings(cfg), self.reader, self.outbox,
+                                        self.qr, channels.slot)
+        self.services.workflow = self.qr.workflow = self.workflow
+        reload.on_reload(self._reload)  # SIGHUP: AE table, query limits, workflow settings
         self.stopping = False
+
+    def _reload(self, cfg: Config) -> None:
+        # Runs in the SIGHUP handler: only swaps references (appliance/reload.py).
+        from workers.workflow_scp import workflow_settings
+        self.qr.reload(cfg)
+        self.workflow.reload(cfg, workflow_settings(cfg))
 
     def run(self) -> int:
         poller = select.poll()
@@ -139,6 +151,7 @@ class Worker:
             self.acks.drain_doorbell()
             self._drain_acks()
             self.qr.run()
+            self.workflow.tick(time.monotonic())
             self.outbox.flush()
             self.hooks.heartbeat(self.services.in_flight)
             if os.getppid() != ppid:
@@ -175,6 +188,8 @@ class Worker:
                 contexts={int(k): (v[0], v[1]) for k, v in info["contexts"].items()},
                 relational=frozenset(info.get("relational", ())),
                 scp_roles=frozenset(info.get("scp_roles", ())),
+                peer=info.get("peer", ""),
+                traceparent=info.get("traceparent", ""),
             ))
         elif kind == Kind.FLOW:
             svc.flow(rec.assoc_id, bool(rec.aux))

@@ -22,7 +22,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -38,6 +38,10 @@ from appliance.dimse.messages import (
     CMoveRQ,
     CStoreRQ,
     CStoreRSP,
+    NActionRQ,
+    NCreateRQ,
+    NEventReportRSP,
+    NSetRQ,
     decode_message,
     encode_message,
 )
@@ -45,6 +49,7 @@ from appliance.dimse.responses import RequestIdentity, status_response
 from appliance.dimse.status import Status
 from appliance.errors import IngestError
 from metrics import registry as m
+from metrics import tracing
 from workers.header import IndexAttributes, NeedMoreData, read_index_attributes
 from workers.index.reader import IndexReader
 from workers.index.schema import InstanceRecord, Outcome
@@ -53,9 +58,10 @@ from workers.store import HEAD_BYTES, StoreJob, StoreSettings
 
 if TYPE_CHECKING:
     from workers.qr.service import QueryRetrieve
+    from workers.workflow_scp import WorkflowService
 
 log = structlog.get_logger(component="worker")
-QueryRequest = CFindRQ | CGetRQ | CMoveRQ
+QueryRequest = CFindRQ | CGetRQ | CMoveRQ | NCreateRQ | NSetRQ | NActionRQ
 
 VERIFICATION = "1.2.840.10008.1.1"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR (PS3.10 §8), not an instance
@@ -84,6 +90,7 @@ class Receiving:
     drained_rsp: bytes = b""  # the response to send after draining an unsupported operation
     query: QueryRequest | None = None  # a C-FIND/GET/MOVE-RQ whose Identifier is arriving
     identifier: bytearray | None = None
+    span: Any = None  # dicom.c_store (tracing)
 
 
 @dataclass(slots=True)
@@ -97,6 +104,8 @@ class AssociationState:
     relational: frozenset[str] = frozenset()  # Q/R SOP classes granted relational queries
     scp_roles: frozenset[str] = frozenset()  # SOP classes the peer is SCP of (C-GET)
     send_paused: bool = False  # the acceptor's socket buffer is full (FLOW)
+    peer: str = ""
+    traceparent: str = ""  # the association span's W3C context (tracing), "" when off
 
 
 @dataclass(slots=True)
@@ -112,6 +121,8 @@ class PendingIndex:
     size_bytes: int
     started_ns: int = field(default_factory=time.monotonic_ns)  # last fragment received
     requested_ns: int = field(default_factory=time.monotonic_ns)  # sent to the index writer
+    span: Any = None  # dicom.c_store, ended with the response
+    index_span: Any = None  # ingest.index: request to acknowledgement
 
 
 @dataclass
@@ -152,6 +163,7 @@ class Services:
         self.counters = ServiceCounters()
         self._tokens = itertools.count(1)
         self.qr: QueryRetrieve | None = None  # set by the worker: Q/R is served
+        self.workflow: WorkflowService | None = None  # MWL, MPPS, Storage Commitment
 
     # ---- association lifecycle ---------------------------------------------------------
 
@@ -161,6 +173,8 @@ class Services:
     def close(self, assoc_id: int) -> None:
         if self.qr is not None:
             self.qr.close(assoc_id)
+        if self.workflow is not None:
+            self.workflow.close(assoc_id)
         state = self.associations.pop(assoc_id, None)
         if state is not None and state.receiving is not None and state.receiving.job:
             state.receiving.job.discard()  # peer gone mid-dataset: no half-written file
@@ -206,13 +220,21 @@ class Services:
             self.qr.cancel(state, msg.message_id_being_responded_to)
         elif self.qr is not None and isinstance(msg, CStoreRSP):
             self.qr.store_response(state, msg)
-        elif isinstance(msg, CCancelRQ | CStoreRSP):
+        elif self.workflow is not None and isinstance(msg, NCreateRQ | NSetRQ | NActionRQ):
+            if msg.data_set:
+                state.receiving = Receiving(msg.message_id, context_id, None, None,
+                                            query=msg, identifier=bytearray())
+            else:
+                self.workflow.request(state, context_id, msg, b"")
+        elif self.workflow is not None and isinstance(msg, NEventReportRSP):
+            self.workflow.event_report_response(state, msg)
+        elif isinstance(msg, CCancelRQ | CStoreRSP | NEventReportRSP):
             log.info("dimse.unexpected", assoc_id=assoc_id, message=type(msg).__name__)
         else:
             self._refuse(state, context_id, msg)
 
     def _begin_query(self, state: AssociationState, context_id: int,
-                     rq: QueryRequest) -> None:
+                     rq: CFindRQ | CGetRQ | CMoveRQ) -> None:
         """Collect the Identifier; the request goes to the Q/R service once it is whole.
         A request on a context of another SOP class is answered A900 then (PS3.4 C.4.1.1.4)."""
         ctx = state.contexts.get(context_id)
@@ -264,7 +286,9 @@ class Services:
                 refusal = (Status.OUT_OF_RESOURCES, f"cannot create spool file: {exc.strerror}")
             except ValueError as exc:  # e.g. a non-ASCII UID in the command
                 refusal = (Status.CANNOT_UNDERSTAND, f"invalid command: {exc}")
-        state.receiving = Receiving(rq.message_id, context_id, rq, job, refusal)
+        span = tracing.start_span("dicom.c_store", parent=state.traceparent or None,
+                                  message_id=rq.message_id)
+        state.receiving = Receiving(rq.message_id, context_id, rq, job, refusal, span=span)
 
     def data(self, assoc_id: int, context_id: int, data: memoryview, last: bool) -> None:
         state = self.associations.get(assoc_id)
@@ -286,9 +310,11 @@ class Services:
             return
         if rcv.job is None:
             status, comment = rcv.refusal or (Status.PROCESSING_FAILURE, "")
+            tracing.end_span(rcv.span, error=hex(status), status=status)
             self._store_rsp(state, rcv.context_id, rcv.command, status, comment)
             return
-        self._finish_store(state, rcv.context_id, rcv.command, rcv.job)
+        with tracing.use(rcv.span):
+            self._finish_store(state, rcv.context_id, rcv.command, rcv.job, rcv.span)
 
     def _query_received(self, state: AssociationState, rcv: Receiving, rq: QueryRequest,
                         identifier: bytearray) -> None:
@@ -297,20 +323,26 @@ class Services:
         if refusal is None and len(identifier) > _MAX_IDENTIFIER_BYTES:
             refusal = (Status.OUT_OF_RESOURCES, "Identifier too large")
         if refusal is None:
-            self.qr.request(state, rcv.context_id, rq, bytes(identifier))
+            if isinstance(rq, NCreateRQ | NSetRQ | NActionRQ):
+                assert self.workflow is not None
+                self.workflow.request(state, rcv.context_id, rq, bytes(identifier))
+            else:
+                self.qr.request(state, rcv.context_id, rq, bytes(identifier))
             return
-        ident = RequestIdentity(rq.COMMAND_FIELD, rq.message_id, rq.affected_sop_class_uid,
-                                None, True)
+        ident = RequestIdentity.from_elements(rq.to_elements())
+        assert ident is not None
         self._respond(state, rcv.context_id, rq.message_id,
                       status_response(ident, refusal[0], refusal[1]))
 
     def _finish_store(
-        self, state: AssociationState, context_id: int, rq: CStoreRQ, job: StoreJob
+        self, state: AssociationState, context_id: int, rq: CStoreRQ, job: StoreJob,
+        span: Any = None,
     ) -> None:
         t_last_ns = time.monotonic_ns()
         try:
             record = self._place(job)
         except IngestError as exc:
+            tracing.end_span(span, error=hex(exc.status), status=exc.status)
             self.counters.count("failed")
             m.STORE_FAILURES.labels(_failure_reason(exc.status)).inc()
             log.warning("store.failed", assoc_id=state.assoc_id, status=exc.status,
@@ -318,6 +350,7 @@ class Services:
             self._store_rsp(state, context_id, rq, exc.status, str(exc)[:64])
             return
         if record is None:  # known duplicate, not stored again
+            tracing.end_span(span, duplicate=True)
             if self.policy is DuplicatePolicy.REJECT:
                 self.counters.count("failed")
                 m.STORE_FAILURES.labels("duplicate").inc()
@@ -330,6 +363,7 @@ class Services:
         self._submit(record, PendingIndex(
             state.assoc_id, rq.message_id, context_id, rq.affected_sop_class_uid,
             rq.affected_sop_instance_uid, record.relpath, record.size_bytes, t_last_ns,
+            span=span,
         ))
 
     def _place(self, job: StoreJob) -> InstanceRecord | None:
@@ -350,6 +384,7 @@ class Services:
     def _submit(self, record: InstanceRecord, pending: PendingIndex) -> None:
         """Send the record to the index writer; the answer waits for its acknowledgement."""
         token = next(self._tokens)
+        pending.index_span = tracing.start_span("ingest.index", parent=pending.span)
         self.pending[token] = pending
         self.outbox.request_index(token, record, self.policy)
 
@@ -358,6 +393,7 @@ class Services:
         p = self.pending.pop(token, None)
         if p is None:
             return
+        tracing.end_span(p.index_span, error=reason[:64])
         _unlink_quietly(self.settings.data_dir / p.relpath)
         self.counters.count("failed", p.assoc_id != 0)
         m.STORE_FAILURES.labels("other").inc()
@@ -373,6 +409,7 @@ class Services:
         p = self.pending.pop(token, None)
         if p is None:
             return
+        tracing.end_span(p.index_span, outcome=outcome.name)
         if outcome is Outcome.OVERWRITTEN and old_relpath and old_relpath != p.relpath:
             _unlink_quietly(self.settings.data_dir / old_relpath)
         elif outcome in (Outcome.DUPLICATE_KEPT, Outcome.REJECTED):
@@ -401,6 +438,8 @@ class Services:
 
     def _answer_pending(self, state: AssociationState, p: PendingIndex, status: int,
                         comment: str | None) -> None:
+        tracing.end_span(p.span, error=None if status == Status.SUCCESS else hex(status),
+                         status=status)
         self._store_rsp_to(state, p.context_id, p.msg_id, p.sop_class_uid, p.sop_instance_uid,
                            status, comment)
 

@@ -14,10 +14,16 @@ renames it into ``<data>/objects/...`` under a name unique to this copy. Invaria
   - on any failure the temp file is removed (``discard()`` is idempotent);
   - the caller sends the returned record to the index writer and answers the peer only after
     the index writer acknowledged it (Success means stored *and* indexed).
+
+Below the data volume's free-space floor (``configure_disk_floor``, ``metrics.disk``) a new
+StoreJob raises ``OSError(ENOSPC)`` before creating anything: the service answers 0xA700.
+With tracing on, ``prepare`` and ``commit`` are the ``ingest.parse`` and ``ingest.store`` spans
+under whatever span is current (the service's ``dicom.c_store``).
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import secrets
@@ -27,6 +33,8 @@ from pathlib import Path
 
 from appliance.dimse.status import Status
 from appliance.errors import IngestError
+from metrics import tracing
+from metrics.disk import DiskFloor
 from workers.durability import fsync_dir
 from workers.header import (
     IndexAttributes,
@@ -51,6 +59,37 @@ class StoreSettings:
     implementation_version_name: str
 
 
+class _Floor:
+    """This process's free-space floor (one per process, like its LMDB environment)."""
+
+    current: DiskFloor | None = None
+
+
+def configure_disk_floor(data_dir: Path, min_free_bytes: int,
+                         min_free_percent: float) -> DiskFloor | None:
+    """Set (or, with both limits 0, clear) this process's free-space floor for new jobs;
+    called after fork and again on SIGHUP with the new limits."""
+    floor = _Floor.current
+    if min_free_bytes <= 0 and min_free_percent <= 0:
+        floor = None
+    elif floor is not None and floor.path == data_dir:
+        floor.update(min_free_bytes, min_free_percent)
+    else:
+        floor = DiskFloor(data_dir, min_free_bytes, min_free_percent)
+    _Floor.current = floor
+    return floor
+
+
+def check_disk_floor() -> None:
+    """Raise OSError(ENOSPC) when the data volume is below the floor (cached statvfs)."""
+    floor = _Floor.current
+    if floor is not None:
+        state = floor.check()
+        if not state.ok:
+            # short: it ends up in the 64-character Error Comment (0000,0902)
+            raise OSError(errno.ENOSPC, "disk below the free-space floor")
+
+
 class StoreJob:
     """Spool one dataset to a temp file; see the module docstring."""
 
@@ -70,6 +109,7 @@ class StoreJob:
         self.sop_instance_uid = sop_instance_uid
         self.transfer_syntax_uid = transfer_syntax_uid
         self.calling_ae = calling_ae
+        check_disk_floor()
         self.tmp_path = settings.data_dir / "tmp" / f"{os.getpid()}-{next(self._seq)}.part"
         self._fd: int | None = os.open(
             self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
@@ -139,12 +179,13 @@ class StoreJob:
 
         Raises IngestError (after discarding the temp file) when the object is refused."""
         try:
-            if self.failed is not None:
-                raise self.failed
-            if self._pending:
-                self._flush()
-            attrs = self._parse()
-            validate_against_command(attrs, self.sop_class_uid, self.sop_instance_uid)
+            with tracing.span("ingest.parse", bytes=self.dataset_bytes):
+                if self.failed is not None:
+                    raise self.failed
+                if self._pending:
+                    self._flush()
+                attrs = self._parse()
+                validate_against_command(attrs, self.sop_class_uid, self.sop_instance_uid)
         except IngestError:
             self.discard()
             raise
@@ -164,16 +205,17 @@ class StoreJob:
     ) -> InstanceRecord:
         """Make the file durable (per mode) and rename it into place; returns the index record."""
         try:
-            assert self._fd is not None
-            if self.settings.fsync_each:
-                os.fsync(self._fd)
-            self._close()
-            final = self.settings.data_dir / relpath
-            created = _ensure_dir(final.parent)
-            os.rename(self.tmp_path, final)
-            if self.settings.fsync_each:
-                for d in (final.parent, *created):
-                    fsync_dir(d)
+            with tracing.span("ingest.store", fsync=self.settings.fsync_each):
+                assert self._fd is not None
+                if self.settings.fsync_each:
+                    os.fsync(self._fd)
+                self._close()
+                final = self.settings.data_dir / relpath
+                created = _ensure_dir(final.parent)
+                os.rename(self.tmp_path, final)
+                if self.settings.fsync_each:
+                    for d in (final.parent, *created):
+                        fsync_dir(d)
         except OSError as exc:
             self.discard()
             raise _os_failure(exc) from exc

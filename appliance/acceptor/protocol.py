@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import structlog
 
+from appliance import audit
 from appliance.dimse.command import (
     RESPONSE_BIT,
     CommandElements,
@@ -72,6 +73,7 @@ from appliance.ul.association import (
 from appliance.ul.fsm import State
 from appliance.ul.pdu import AssociateRJ, AssociateRQ
 from metrics import registry as m
+from metrics import tracing
 
 if TYPE_CHECKING:
     from appliance.acceptor.links import WorkerLink
@@ -110,6 +112,7 @@ class DicomProtocol(asyncio.Protocol):
         self.contexts: dict[int, tuple[str, str]] = {}
         self.relational: set[str] = set()  # Q/R SOP classes granted relational queries
         self.scp_roles: frozenset[str] = frozenset()  # SCP role granted (C-GET storage)
+        self.span: Any = None  # the association's trace span (None when tracing is off)
         # message id -> (request, presentation context it came on: the response goes there)
         self.in_flight: dict[int, tuple[RequestIdentity, int]] = {}
         self.receiving: int | None = None
@@ -243,6 +246,10 @@ class DicomProtocol(asyncio.Protocol):
             self.outcome = "rejected"
             m.ASSOCIATIONS.labels("rejected").inc()
             m.REJECTIONS.labels(_reject_label(rj)).inc()
+            audit.emit(audit.AuditEvent.ASSOCIATION_REJECTED, audit.MINOR_FAILURE,
+                       assoc_id=self.assoc_id, peer=self.peer, calling_ae=rq.calling_ae,
+                       called_ae=rq.called_ae, result=rj.result, source=rj.source,
+                       reason=rj.reason)
             self._write(self.conn.send(RejectAssociation(rj), self.loop.time()))
             return
         assert not isinstance(result, AssociateRJ)
@@ -256,6 +263,11 @@ class DicomProtocol(asyncio.Protocol):
         self.link = link
         link.associations.add(self)
         self.server.count_association(self, +1)
+        self.span = tracing.start_span("dicom.association", assoc_id=self.assoc_id,
+                                       peer=self.peer, calling_ae=rq.calling_ae,
+                                       called_ae=rq.called_ae)
+        audit.emit(audit.AuditEvent.ASSOCIATION_ACCEPTED, assoc_id=self.assoc_id, peer=self.peer,
+                   calling_ae=rq.calling_ae, called_ae=rq.called_ae, contexts=len(self.contexts))
         self._send_open()
         self.outcome = "peer_closed"
         m.ASSOCIATIONS.labels("accepted").inc()
@@ -286,6 +298,7 @@ class DicomProtocol(asyncio.Protocol):
             "contexts": {str(k): list(v) for k, v in self.contexts.items()},
             "relational": sorted(self.relational),
             "scp_roles": sorted(self.scp_roles),
+            "traceparent": tracing.traceparent(self.span),  # W3C context for the worker's spans
         }
         self._forward(Kind.OPEN, 0, Flag.NONE, 0, msgpack.packb(info))
 

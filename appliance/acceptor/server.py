@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from appliance import audit
 from appliance.acceptor.links import WorkerLink
 from appliance.acceptor.protocol import DicomProtocol
 from appliance.config import Config
@@ -33,10 +34,11 @@ from appliance.ipc.control import ControlBlock, ProcState
 from appliance.ipc.fdpass import recv_with_fds
 from appliance.ipc.ring import Ring
 from appliance.negotiation.policy import NegotiationPolicy
-from appliance.negotiation.qr_classes import QR_SOP_CLASSES
+from appliance.negotiation.qr_classes import QR_SOP_CLASSES, WORKFLOW_SOP_CLASSES
 from appliance.negotiation.sop_classes import NATIVE_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
 from appliance.ul.association import ULLimits
 from metrics import registry as m
+from metrics import tracing
 
 log = structlog.get_logger(component="acceptor")
 
@@ -64,7 +66,7 @@ def negotiation_policy(cfg: Config) -> NegotiationPolicy:
         # accept it rather than make the SCU decompress (or fail to, as storescu does).
         prefer_encapsulated=True,
         max_pdu_bytes=net.max_pdu_bytes,
-        extra_abstract_syntaxes=QR_SOP_CLASSES,
+        extra_abstract_syntaxes=QR_SOP_CLASSES | WORKFLOW_SOP_CLASSES,
         # C-GET sub-operations: we act as the Storage SCU when the requestor asks to be SCP.
         scp_role_sop_classes=STORAGE_SOP_CLASSES,
         relational=cfg.query.relational,
@@ -108,8 +110,14 @@ class AcceptorServer:
     def unregister(self, proto: DicomProtocol, outcome: str) -> None:
         self.protocols.pop(proto.assoc_id, None)
         log.info("assoc.closed", assoc_id=proto.assoc_id, outcome=outcome)
-        if outcome != "rejected":  # rejections were counted when they were sent
+        if outcome != "rejected":  # rejections were counted (and audited) when sent
             m.ASSOCIATIONS.labels(outcome).inc()
+            audit.emit(audit.AuditEvent.ASSOCIATION_CLOSED,
+                       audit.SUCCESS if outcome == "released" else audit.MINOR_FAILURE,
+                       assoc_id=proto.assoc_id, peer=proto.peer, calling_ae=proto.calling_ae,
+                       ending=outcome)
+            tracing.end_span(proto.span, error=None if outcome == "released" else outcome,
+                             outcome=outcome)
         if self.draining and not self.protocols and not self._done.done():
             self._done.set_result(None)
 

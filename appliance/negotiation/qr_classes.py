@@ -1,4 +1,5 @@
-"""Query/Retrieve SOP Classes (PS3.4 Annex C.6) and their extended negotiation (C.5).
+"""Query/Retrieve SOP Classes (PS3.4 Annex C.6) and their extended negotiation (C.5), and the
+workflow SOP Classes served beside them (Modality Worklist, MPPS, Storage Commitment).
 
 Patient Root and Study Root, each with FIND, MOVE and GET; Patient/Study Only is retired and
 not served.
@@ -33,3 +34,11 @@ def extended_negotiation_reply(requested: bytes, relational: bool) -> bytes:
 
 def relational_granted(reply: bytes) -> bool:
     return bool(reply) and reply[0] == 1
+
+
+# Workflow services (PS3.4 Annexes K, F, J): accepted as SCP.
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
+STORAGE_COMMITMENT_PUSH_MODEL = "1.2.840.10008.1.20.1"
+WORKFLOW_SOP_CLASSES: frozenset[str] = frozenset(
+    {MODALITY_WORKLIST_FIND, MODALITY_PERFORMED_PROCEDURE_STEP, STORAGE_COMMITMENT_PUSH_MODEL})

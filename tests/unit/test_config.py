@@ -22,7 +22,7 @@ def test_readme_example_is_exactly_the_defaults() -> None:
 
 
 def test_systemd_example_loads() -> None:
-    cfg = load(ROOT / "systemd" / "pacs.toml")
+    cfg = load(ROOT / "systemd" / "pacs-appliance.toml")
     assert cfg.network.port == 104 and cfg.network.require_called_ae
 
 

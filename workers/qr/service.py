@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
+from pydicom.datadict import keyword_for_tag
 
+from appliance import audit
 from appliance.config import Config
 from appliance.dimse.fragment import fragment_data, fragment_message
 from appliance.dimse.messages import (
@@ -68,9 +70,11 @@ from workers.query import (
 if TYPE_CHECKING:
     from workers.index.reader import IndexReader
     from workers.service import AssociationState, Outbox
+    from workers.workflow_scp import WorkflowService
 
 log = structlog.get_logger(component="worker")
 
+MWL_FIND = "1.2.840.10008.5.1.4.31"  # Modality Worklist Information Model - FIND
 _FIND_BUDGET = 64  # pending responses per task per loop turn
 _GET_SLICE_BYTES = 1024 * 1024  # file bytes read and sent per step of a C-GET sub-operation
 QueryRequest = CFindRQ | CGetRQ | CMoveRQ
@@ -109,6 +113,7 @@ class QueryRetrieve:
         self.reader = reader
         self.outbox = outbox
         self.tasks: dict[tuple[int, int], Task] = {}
+        self.workflow: WorkflowService | None = None  # Modality Worklist C-FIND goes there
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def reload(self, cfg: Config) -> None:
@@ -137,6 +142,12 @@ class QueryRetrieve:
             self._final(state, context_id, rq, Status.DUPLICATE_INVOCATION,
                         "Message ID already in use")
             return
+        if self.workflow is not None and sop_class == MWL_FIND and isinstance(rq, CFindRQ):
+            try:
+                self.tasks[key] = self.workflow.find_task(state, context_id, rq, identifier)
+            except ValueError as exc:  # DatasetError: the Identifier does not decode
+                self._final(state, context_id, rq, Status.UNABLE_TO_PROCESS, str(exc))
+            return
         model = model_of(sop_class)
         try:
             if model is None:  # negotiation accepts only Q/R classes on these contexts
@@ -148,11 +159,20 @@ class QueryRetrieve:
             log.info("qr.refused", assoc_id=state.assoc_id, status=exc.status, error=exc.comment)
             self._final(state, context_id, rq, exc.status, exc.comment)
             return
+        audit.emit(audit.AuditEvent.QUERY, assoc_id=state.assoc_id, calling_ae=state.calling_ae,
+                   sop_class_uid=sop_class,
+                   **audit.query_fields(query.level, {
+                       keyword_for_tag(tag) or f"{tag:08X}": k.value
+                       for tag, k in query.keys.items()}))
         task: Task
         if isinstance(rq, CFindRQ):
             log.info("qr.find", assoc_id=state.assoc_id, level=query.level,
                      keys=len(query.keys))
-            task = FindTask(self, state, context_id, rq, query, find(self.reader, query))
+            encoder = ResponseEncoder(query, ts, self.settings.ae_title)
+            # PS3.4 C.4.1.1.4: FF01 when optional keys the SCU asked for are not supported
+            pending = Status.PENDING_WARNING if query.unsupported else Status.PENDING
+            task = FindTask(self, state, context_id, rq,
+                            _encoded(find(self.reader, query), encoder), pending)
         else:
             items = self._items(state, context_id, rq, query)
             if items is None:
@@ -170,6 +190,9 @@ class QueryRetrieve:
             log.info("qr.retrieve", assoc_id=state.assoc_id, level=query.level,
                      operation="C-GET" if isinstance(rq, CGetRQ) else "C-MOVE",
                      instances=len(items))
+            audit.emit(audit.AuditEvent.BEGIN_TRANSFERRING, assoc_id=state.assoc_id,
+                       calling_ae=state.calling_ae, destination_ae=_destination(state, rq),
+                       level=query.level, instances=len(items))
         self.tasks[key] = task
 
     def _items(self, state: AssociationState, context_id: int, rq: CGetRQ | CMoveRQ,
@@ -266,34 +289,50 @@ class QueryRetrieve:
         dataset = failed_uid_list(counts.failed_uids, ts) if with_list else None
         if final:
             m.DIMSE_OPERATIONS.labels(_command_name(rq), m.status_class(status)).inc()
+            audit.emit(audit.AuditEvent.INSTANCES_SENT,
+                       audit.SUCCESS if not counts.failed else audit.MINOR_FAILURE,
+                       assoc_id=state.assoc_id, destination_ae=_destination(state, rq),
+                       completed=counts.completed, failed=counts.failed,
+                       warning=counts.warning, status=status)
             log.info("qr.retrieved", assoc_id=state.assoc_id, operation=_command_name(rq),
                      status=status, completed=counts.completed, failed=counts.failed,
                      warning=counts.warning)
         self.send(state, context_id, rq.message_id, encode_message(rsp), dataset, final)
 
 
+def _destination(state: AssociationState, rq: CGetRQ | CMoveRQ) -> str:
+    return state.calling_ae if isinstance(rq, CGetRQ) else rq.move_destination.strip()
+
+
 def _command_name(rq: QueryRequest) -> str:
     return "C-FIND" if isinstance(rq, CFindRQ) else "C-GET" if isinstance(rq, CGetRQ) else "C-MOVE"
+
+
+def _encoded(results: Iterator[Result], encoder: ResponseEncoder) -> Iterator[bytes]:
+    try:
+        for result in results:
+            yield encoder.encode(result)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # the read transaction ends with the task, cancelled or not
 
 
 class FindTask:
     """Pending C-FIND-RSPs as matches come (PS3.4 C.4.1.2), then the final status."""
 
     def __init__(self, qr: QueryRetrieve, state: AssociationState, context_id: int,
-                 rq: CFindRQ, query: Query, results: Iterator[Result]) -> None:
+                 rq: CFindRQ, identifiers: Iterator[bytes],
+                 pending: int = Status.PENDING) -> None:
         self.qr = qr
         self.state = state
         self.msg_id = rq.message_id
         self.context_id = context_id
         self.rq = rq
-        self.query = query
-        self.results = results
+        self.results = identifiers  # each match's response Identifier, encoded
         self.cancelled = False
         self.sent = 0
-        self.encoder = ResponseEncoder(query, state.contexts[context_id][1],
-                                       qr.settings.ae_title)
-        # PS3.4 C.4.1.1.4: FF01 when optional keys the SCU asked for are not supported
-        self.pending = Status.PENDING_WARNING if query.unsupported else Status.PENDING
+        self.pending = pending
 
     def runnable(self) -> bool:
         return self.cancelled or not self.state.send_paused
@@ -323,7 +362,7 @@ class FindTask:
             if self.state.send_paused:
                 return False
             try:
-                result = next(self.results)
+                identifier = next(self.results)
             except StopIteration:
                 return self._finish(Status.SUCCESS)
             except QueryError as exc:
@@ -332,7 +371,6 @@ class FindTask:
                 # PS3.4 C.4.1.1.4: A700 Refused: Out of Resources; the matches sent stand.
                 return self._finish(Status.OUT_OF_RESOURCES,
                                     f"more than {limit} matches: narrow the query")
-            identifier = self.encoder.encode(result)
             rsp = CFindRSP(self.msg_id, self.pending, self.rq.affected_sop_class_uid,
                            data_set=True)
             self.qr.send(self.state, self.context_id, self.msg_id, encode_message(rsp),
