@@ -384,3 +384,56 @@ def test_commitment_survives_a_restart(tmp_path: Path) -> None:
     [(event_type, info, _)] = listener.reports
     assert event_type == 2 and info.TransactionUID == tx
     assert _report_summary(info)[1] == {refs[0][1]: 0x0112}
+
+
+def test_mpps_survives_a_restart(tmp_path: Path) -> None:
+    """IN PROGRESS before a restart, COMPLETED after it: the record was persisted."""
+    uid = generate_uid()
+    first = Appliance(tmp_path / "m", workers=1).start()
+    try:
+        assoc = _mpps_assoc(first)
+        try:
+            status, _ = assoc.send_n_create(
+                _mpps_create_ds("SPS009", "1.2.826.0.1.3680043.8.498.900", "WL009"),
+                ModalityPerformedProcedureStep, uid)
+            assert status.Status == 0x0000
+        finally:
+            assoc.release()
+    finally:
+        first.stop()
+    second = Appliance(tmp_path / "m", workers=1).start()
+    try:
+        assoc = _mpps_assoc(second)
+        try:
+            status, _ = assoc.send_n_set(_final_ds("COMPLETED"), ModalityPerformedProcedureStep,
+                                         uid)
+            assert status.Status == 0x0000
+        finally:
+            assoc.release()
+    finally:
+        second.stop()
+    shown = _pacs("mpps", "show", uid, "--data", str(tmp_path / "m" / "data"))
+    assert shown.returncode == 0 and "COMPLETED" in shown.stdout, shown.stderr
+
+
+def test_watched_folder_is_imported_by_the_running_appliance(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = (f'[workflow]\nworklist_dir = "{inbox}"\nwatch_interval_s = 0.2\n'
+              "watch_settle_s = 0.0\n")
+    app = Appliance(tmp_path / "w", workers=1, config=config).start()
+    try:
+        (inbox / "bad.json").write_text(json.dumps([{**ITEMS[0], "patientBirthDate": "1980"}]))
+        (inbox / "good.json").write_text(json.dumps([ITEMS[1]]))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (inbox / "imported" / "good.json").exists():
+            time.sleep(0.1)
+        assert (inbox / "imported" / "good.json").exists(), app.logs()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (inbox / "rejected" / "bad.json").exists():
+            time.sleep(0.1)
+        assert (inbox / "rejected" / "bad.json").exists()
+        assert "patientBirthDate" in (inbox / "rejected" / "bad.json.error.txt").read_text()
+        assert _ids(findscu_w(app, tmp_path / "q", RETURN)) == {"WL002"}
+    finally:
+        app.stop()
