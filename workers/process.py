@@ -29,7 +29,7 @@ import structlog
 
 from appliance import reload
 from appliance.config import Config, DuplicatePolicy, Durability
-from appliance.dimse.fragment import PduParts
+from appliance.dimse.fragment import PduParts, framed, pdu_body_length
 from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Record, Ring
@@ -47,6 +47,7 @@ EXIT_STATE_CORRUPT = 4
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1461.1.1"
 IMPLEMENTATION_VERSION_NAME = "PACS_APPL_010"
 _PUT_TIMEOUT_S = 30.0
+_SEND_RECORD_BYTES = 256 * 1024
 _POLICY_CODES = {DuplicatePolicy.KEEP: 0, DuplicatePolicy.OVERWRITE: 1, DuplicatePolicy.REJECT: 2}
 
 
@@ -75,10 +76,18 @@ class RingOutbox:
         self.dirty.add(ring)
 
     def send_pdus(self, assoc_id: int, msg_id: int, pdus: list[PduParts], final: bool) -> None:
-        last = len(pdus) - 1
+        """Whole PDUs, framed here, about ``_SEND_RECORD_BYTES`` per ring record: the acceptor
+        writes each record as it is, so its cost is per record, not per PDU (a peer with a
+        16 KiB maximum PDU gets a 0.5 MB object in 2 records instead of 32)."""
+        group: list[PduParts] = []
+        size = 0
         for i, parts in enumerate(pdus):
-            flags = Flag.FINAL if (final and i == last) else Flag.NONE
-            self._put(self.replies, Kind.SEND, assoc_id, msg_id, flags, 0, *parts)
+            group.append(parts)
+            size += pdu_body_length(parts) + 6
+            if size >= _SEND_RECORD_BYTES or i == len(pdus) - 1:
+                flags = Flag.FRAMED | (Flag.FINAL if (final and i == len(pdus) - 1) else 0)
+                self._put(self.replies, Kind.SEND, assoc_id, msg_id, flags, 0, *framed(group))
+                group, size = [], 0
 
     def abort(self, assoc_id: int, reason: int) -> None:
         self._put(self.replies, Kind.ABORT, assoc_id, 0, Flag.NONE, reason, b"")

@@ -437,7 +437,10 @@ class DicomProtocol(asyncio.Protocol):
         try:
             if kind == Kind.SEND:
                 if self.conn.state in _CAN_SEND:
-                    self._write_pdu_items(payload)
+                    if flags & Flag.FRAMED:  # whole P-DATA-TF PDUs: P-DATA changes no state
+                        self._write(bytes(payload))  # copied out: the slot is released after
+                    else:
+                        self._write_pdu_items(payload)
                 if flags & Flag.FINAL:
                     self.in_flight.pop(msg_id, None)
                     self._maybe_release()

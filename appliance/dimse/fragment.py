@@ -21,7 +21,7 @@ Rules applied:
 
 from __future__ import annotations
 
-from appliance.ul.pdu import PDV_HEADER_BYTES, encode_pdv_header
+from appliance.ul.pdu import PDV_HEADER_BYTES, encode_pdata_header, encode_pdv_header
 
 UNLIMITED_PDU_BYTES = 4 * 1024 * 1024
 # The PDU length field is a 32-bit unsigned integer (PS3.8 Table 9-22).
@@ -80,8 +80,19 @@ def fragment_message(
     return pdus
 
 
+def framed(pdus: list[PduParts]) -> list[Buffer]:
+    """The buffers of whole P-DATA-TF PDUs (header + PDV items) for ``pdus``, in order: what
+    goes on the wire, for a sender that writes several PDUs at once."""
+    out: list[Buffer] = []
+    for parts in pdus:
+        out.append(encode_pdata_header(pdu_body_length(parts)))
+        out.extend(parts)
+    return out
+
+
 __all__ = [
-    "UNLIMITED_PDU_BYTES", "PduParts", "fragment_data", "fragment_message", "pdu_body_length",
+    "UNLIMITED_PDU_BYTES", "PduParts", "fragment_data", "fragment_message", "framed",
+    "pdu_body_length",
 ]
 
 

@@ -11,8 +11,10 @@ Acceptor -> worker (per-worker job ring):
   FLOW     assoc_id, aux = 1 when the socket's send buffer is full (stop producing responses
            for this association), 0 when it has drained
 Worker -> acceptor (per-worker reply ring):
-  SEND     assoc_id, msg_id; payload = PDV items of one P-DATA-TF; flags FINAL when this PDU
-           ends the response to msg_id (the acceptor then forgets the operation)
+  SEND     assoc_id, msg_id; payload = PDV items of one P-DATA-TF, or with flag FRAMED whole
+           P-DATA-TF PDUs (several per record: one ring record per ~256 KiB, not per PDU);
+           flags FINAL when the record ends the response to msg_id (the acceptor then
+           forgets the operation)
   ABORT    assoc_id, aux = A-ABORT reason: the worker asks for the association to be aborted
   INGESTED msg_id = job id; payload msgpack outcome  [worker -> ingest driver]
 Worker -> index writer:   INDEX  msg_id = token; aux = duplicate policy; payload = packed record
@@ -43,3 +45,4 @@ class Flag(IntFlag):
     LAST = 1
     FINAL = 2
     ABORTED = 4
+    FRAMED = 8  # SEND: whole P-DATA-TF PDUs, headers included, possibly several per record

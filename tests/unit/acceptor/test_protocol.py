@@ -313,3 +313,23 @@ def test_artim_after_release_runs_from_now(env: Env) -> None:
     assert deadline is not None
     artim = env.server.cfg.network.artim_timeout_s
     assert deadline - env.loop.time() > artim - 1
+
+
+def test_framed_send_records_are_written_as_they_are(env: Env) -> None:
+    """A FRAMED SEND record carries whole P-DATA-TF PDUs (several): written unchanged."""
+    proto, tr = env.connect()
+    proto.data_received(associate_rq([(1, VERIFICATION), (3, CT)]))
+    tr.take_pdus()
+    env.job_records()
+    cmd = encode_message(CEchoRQ(message_id=9))
+    proto.data_received(pdata([PDV(3, True, True, cmd)]))  # forwarded: in flight
+    env.job_records()
+    pdus = fragment_message(3, b"\x02\x00" * 10, b"\x07" * 100, 64)
+    wire = b"".join(encode_pdata_header(sum(len(p) for p in parts)) + b"".join(parts)
+                    for parts in pdus)
+    env.replies.try_put(Kind.SEND, proto.assoc_id, 9, Flag.FRAMED | Flag.FINAL, 0, wire)
+    env.server._on_replies(env.server.links[0])
+    got = tr.take_pdus()
+    assert len(got) == len(pdus) > 2
+    assert b"".join(struct.pack(">BBI", t, 0, len(b)) + b for t, b in got) == wire
+    assert not proto.in_flight
