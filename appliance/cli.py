@@ -95,7 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also enable socket activation (pacs-appliance.socket)")
 
     # DCMTK-like tools (appliance/tools): each verb sets ``func``, run without a Config.
-    from appliance.tools import anon_cli, file_cli, net_cli, workflow_cli, workflow_net_cli
+    from appliance.tools import (
+        anon_cli,
+        convert_cli,
+        db_cli,
+        file_cli,
+        net_cli,
+        workflow_cli,
+        workflow_net_cli,
+    )
+
+    db_cli.add_db_verbs(dbsub)  # patients, studies, series, verify, compact
+    convert_cli.register(sub)
 
     net_cli.register(sub)
     file_cli.register(sub)

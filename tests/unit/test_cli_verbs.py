@@ -12,7 +12,7 @@ from appliance.cli import build_parser, main
 
 VERBS = ["serve", "ingest", "db", "echo", "store", "find", "move", "get", "dump", "info",
          "modify", "to-json", "from-json", "to-xml", "from-xml", "anonymize", "dir", "extract",
-         "img2dcm", "worklist", "mpps", "commit"]
+         "img2dcm", "worklist", "mpps", "commit", "convert"]
 
 
 @pytest.mark.parametrize("verb", VERBS)
