@@ -62,8 +62,10 @@ def merge(old: Config, new: Config) -> tuple[Config, list[str]]:
     that differ (they need a restart)."""
     storage = replace(old.storage, min_free_bytes=new.storage.min_free_bytes,
                       min_free_percent=new.storage.min_free_percent)
+    # [query] and [workflow] are read per request (workers' QueryRetrieve and
+    # WorkflowService take the new values in their reload hooks).
     merged = replace(old, log_level=new.log_level, ae_table=new.ae_table, audit=new.audit,
-                     storage=storage)
+                     storage=storage, query=new.query, workflow=new.workflow)
     return merged, _differences(as_dict(merged), as_dict(new))
 
 

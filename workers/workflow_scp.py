@@ -157,7 +157,7 @@ class WorkflowService:
         for r in results:
             if r.error is None:
                 log.info("worklist.imported", file=r.path.name, items=r.items)
-                audit.emit(audit.AuditEvent.WORKLIST_CHANGED, action="import",
+                audit.emit(audit.AuditEvent.WORKLIST_CHANGED, operation="import",
                            file=r.path.name, items=r.items)
             else:
                 log.warning("worklist.rejected", file=r.path.name, error=r.error)
@@ -241,7 +241,7 @@ class WorkflowService:
             return
         log.info("mpps.created", assoc_id=state.assoc_id, calling_ae=state.calling_ae)
         audit.emit(audit.AuditEvent.MPPS_CHANGED, assoc_id=state.assoc_id,
-                   calling_ae=state.calling_ae, action="create", sop_instance_uid=uid)
+                   calling_ae=state.calling_ae, operation="create", sop_instance_uid=uid)
         m.DIMSE_OPERATIONS.labels("N-CREATE", "success").inc()
         rsp = NCreateRSP(rq.message_id, Status.SUCCESS, MPPS, uid)
         self._send(state, context_id, rq.message_id, encode_message(rsp))
@@ -257,7 +257,7 @@ class WorkflowService:
         status_value = str(current.get("PerformedProcedureStepStatus", ""))
         log.info("mpps.set", assoc_id=state.assoc_id, status=status_value)
         audit.emit(audit.AuditEvent.MPPS_CHANGED, assoc_id=state.assoc_id,
-                   calling_ae=state.calling_ae, action="set", sop_instance_uid=uid,
+                   calling_ae=state.calling_ae, operation="set", sop_instance_uid=uid,
                    pps_status=status_value)
         m.DIMSE_OPERATIONS.labels("N-SET", "success").inc()
         rsp = NSetRSP(rq.message_id, Status.SUCCESS, MPPS, uid)

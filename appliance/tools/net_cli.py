@@ -452,27 +452,21 @@ def apply_key(ds: Dataset, spec: str) -> None:
     target.add_new(tag, vr, converted)
 
 
-def build_identifier(args: argparse.Namespace, unique_return_key: bool = True) -> Dataset:
+def build_identifier(args: argparse.Namespace, unique_return_key: bool = True,
+                     worklist: bool = False) -> Dataset:
     """The Identifier from ``-f`` (a DICOM file, or lines of ``-k`` syntax), ``-k`` keys and
-    ``-L``; raises ``CLIError`` when it names no Query/Retrieve Level."""
+    ``-L``; raises ``CLIError`` when it names no Query/Retrieve Level (a Modality Worklist
+    query has none: PS3.4 K.6.1.2)."""
     from pydicom import Dataset as PyDataset
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
 
-    ds = PyDataset()
-    if args.keys_file is not None:
-        path = Path(args.keys_file)
-        if not path.is_file():
-            raise CLIError(EXIT_USAGE, f"{path}: no such file")
-        try:
-            ds = dcmread(path)
-            ds.file_meta = None  # type: ignore[assignment]
-        except (InvalidDicomError, ValueError, EOFError):
-            for line in path.read_text(errors="replace").splitlines():
-                if line.strip() and not line.lstrip().startswith("#"):
-                    apply_key(ds, line.strip())
+    ds = _keys_file(args.keys_file) if args.keys_file is not None else PyDataset()
     for spec in args.key:
         apply_key(ds, spec)
+    if worklist:
+        if not len(ds):
+            raise CLIError(EXIT_USAGE, "give worklist keys with -k (e.g. PatientName, "
+                                       '"ScheduledProcedureStepSequence[0].Modality=CT")')
+        return _with_charset(ds)
     if args.level:
         ds.QueryRetrieveLevel = args.level
     level = str(ds.get("QueryRetrieveLevel", "")).strip().upper()
@@ -482,6 +476,31 @@ def build_identifier(args: argparse.Namespace, unique_return_key: bool = True) -
     if unique_return_key and not args.key and args.keys_file is None:
         for keyword in _DEFAULT_KEYS[level]:
             setattr(ds, keyword, None)
+    return _with_charset(ds)
+
+
+def _keys_file(name: str) -> Dataset:
+    """``-f``: a DICOM file, or a text file with one ``-k`` key a line (``#`` comments)."""
+    from pydicom import Dataset as PyDataset
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(name)
+    if not path.is_file():
+        raise CLIError(EXIT_USAGE, f"{path}: no such file")
+    try:
+        ds = dcmread(path)
+        ds.file_meta = None  # type: ignore[assignment]
+        return ds
+    except (InvalidDicomError, ValueError, EOFError):
+        keys = PyDataset()
+        for line in path.read_text(errors="replace").splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                apply_key(keys, line.strip())
+        return keys
+
+
+def _with_charset(ds: Dataset) -> Dataset:
     if "SpecificCharacterSet" not in ds and any(
         isinstance(e.value, str) and not e.value.isascii() for e in ds
     ):
@@ -497,7 +516,9 @@ def _model_args(p: argparse.ArgumentParser, worklist: bool) -> None:
                    help="Study Root information model (default)")
     if worklist:
         g.add_argument("-W", "--worklist", dest="model", action="store_const",
-                       const="worklist", help="Modality Worklist (not supported yet)")
+                       const="worklist",
+                       help="Modality Worklist (PS3.4 K): no -L; keys such as "
+                            '"ScheduledProcedureStepSequence[0].Modality=CT"')
     p.set_defaults(model="study")
     p.add_argument("-L", "--level", type=str.upper, choices=_LEVELS,
                    help="Query/Retrieve Level (0008,0052)")
@@ -512,7 +533,9 @@ def _model_uid(model: str, service: str) -> str:
     from appliance.negotiation import qr_classes
 
     if model == "worklist":
-        raise CLIError(EXIT_USAGE, "-W (Modality Worklist) is not supported yet; use -P or -S")
+        if service != "FIND":
+            raise CLIError(EXIT_USAGE, "-W (Modality Worklist) is a FIND model only")
+        return qr_classes.MODALITY_WORKLIST_FIND
     uid: str = getattr(qr_classes, f"{model.upper()}_ROOT_{service}")
     return uid
 
@@ -539,7 +562,7 @@ def _final_check(verb: str, status: int, quiet: bool, detail: str = "") -> int:
 
 def _find(args: argparse.Namespace) -> int:
     model = _model_uid(args.model, "FIND")
-    identifier = build_identifier(args)
+    identifier = build_identifier(args, worklist=args.model == "worklist")
     results: list[Dataset] = []
     with _qr_scu(args, [model], relational=args.relational) as scu:
         responses = scu.find(model, identifier)

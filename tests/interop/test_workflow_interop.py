@@ -437,3 +437,12 @@ def test_watched_folder_is_imported_by_the_running_appliance(tmp_path: Path) -> 
         assert _ids(findscu_w(app, tmp_path / "q", RETURN)) == {"WL002"}
     finally:
         app.stop()
+
+
+def test_pacs_find_w_against_the_appliance(app: Appliance) -> None:
+    """Our own client (`pacs find -W`) on our own worklist, JSON out."""
+    done = _pacs("find", "-W", "-aec", app.ae_title, "-k", "PatientID",
+                 "-k", f"{SPS}[0].Modality=MR", "--format", "json", "127.0.0.1", str(app.port))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["00100020"]["Value"] for r in rows] == [["WL002"]]

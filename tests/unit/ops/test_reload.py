@@ -64,3 +64,17 @@ def test_install_without_source_changes_nothing(restore_sighup: None) -> None:
     reload.on_reload(seen.append)
     os.kill(os.getpid(), signal.SIGHUP)
     assert seen == [] and reload.generation() == 0
+
+
+def test_query_and_workflow_settings_reload() -> None:
+    from dataclasses import replace as _replace
+
+    from appliance.config import Config
+    from appliance.reload import merge as _merge
+
+    old = Config()
+    new = _replace(old, query=_replace(old.query, max_results=7),
+                   workflow=_replace(old.workflow, hide_completed=False))
+    merged, needs_restart = _merge(old, new)
+    assert merged.query.max_results == 7 and merged.workflow.hide_completed is False
+    assert needs_restart == []
