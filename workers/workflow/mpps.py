@@ -47,11 +47,12 @@ from typing import Any, Final
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from appliance.dimse.status import Status
+from workers.workflow.vr import as_text as _as_text
 from workers.workflow.vr import problem
+from workers.workflow.vr import text as _text
 
 MPPS_SOP_CLASS: Final = "1.2.840.10008.3.1.2.3.3"
 IN_PROGRESS: Final = "IN PROGRESS"
@@ -292,21 +293,6 @@ def _same(elem: DataElement, other: DataElement | None) -> bool:
 
 def _json(elem: DataElement) -> Any:
     return elem.to_json_dict(None, 1 << 30).get("Value", [])
-
-
-def _as_text(elem: DataElement) -> str:
-    value = elem.value
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(str(v).strip() for v in value)
-    return str(value).strip()
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    return _as_text(ds[keyword]) if keyword in ds else ""
 
 
 __all__ = [

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+from pydicom.multival import MultiValue
+
+if TYPE_CHECKING:
+    from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset
 
 _MAX_CHARS: Final = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "UI": 64, "AS": 4}
 _TEXT_MAX: Final = {"ST": 1024, "LT": 10240}
@@ -115,3 +121,20 @@ _CHECKS = {
 }
 
 __all__ = ["problem"]
+
+
+def as_text(elem: DataElement) -> str:
+    """An element's value as the stripped text the records keep (multi-values joined by
+    backslashes, bytes decoded)."""
+    value = elem.value
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v).strip() for v in value)
+    return str(value).strip()
+
+
+def text(ds: Dataset, keyword: str) -> str:
+    return as_text(ds[keyword]) if keyword in ds else ""

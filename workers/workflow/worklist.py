@@ -53,9 +53,10 @@ from typing import TYPE_CHECKING, Any, Final
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
+from workers.workflow.vr import as_text as _as_text
 from workers.workflow.vr import problem
+from workers.workflow.vr import text as _text
 
 if TYPE_CHECKING:
     from workers.workflow.store import WorkflowStore
@@ -459,21 +460,6 @@ def _move(path: Path, target_dir: Path, error: str | None) -> Path:
 
 
 # ---- values -------------------------------------------------------------------------------
-
-
-def _as_text(elem: DataElement) -> str:
-    value = elem.value
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(str(v).strip() for v in value)
-    return str(value).strip()
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    return _as_text(ds[keyword]) if keyword in ds else ""
 
 
 __all__ = [
