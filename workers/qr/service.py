@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from pydicom.datadict import keyword_for_tag
@@ -48,6 +48,7 @@ from appliance.dimse.messages import (
 )
 from appliance.dimse.status import Status
 from metrics import registry as m
+from metrics import tracing
 from workers.qr.suboperations import (
     CannotSend,
     Counts,
@@ -113,6 +114,7 @@ class QueryRetrieve:
         self.reader = reader
         self.outbox = outbox
         self.tasks: dict[tuple[int, int], Task] = {}
+        self.spans: dict[tuple[int, int], Any] = {}  # dicom.c_find|c_get|c_move (tracing)
         self.workflow: WorkflowService | None = None  # Modality Worklist C-FIND goes there
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -138,6 +140,9 @@ class QueryRetrieve:
         ts = state.contexts[context_id][1]
         sop_class = rq.affected_sop_class_uid
         key = (state.assoc_id, rq.message_id)
+        self.spans[key] = tracing.start_span(
+            f"dicom.{_command_name(rq).lower().replace('-', '_')}",
+            parent=state.traceparent or None, message_id=rq.message_id, sop_class_uid=sop_class)
         if key in self.tasks:  # PS3.7 C.5.x: Message ID already outstanding
             self._final(state, context_id, rq, Status.DUPLICATE_INVOCATION,
                         "Message ID already in use")
@@ -219,6 +224,13 @@ class QueryRetrieve:
     def close(self, assoc_id: int) -> None:
         for key in [k for k in self.tasks if k[0] == assoc_id]:
             self.tasks.pop(key).drop()
+        for key in [k for k in self.spans if k[0] == assoc_id]:
+            tracing.end_span(self.spans.pop(key), error="association closed")
+
+    def _end_span(self, state: AssociationState, rq: QueryRequest, status: int) -> None:
+        span = self.spans.pop((state.assoc_id, rq.message_id), None)
+        tracing.end_span(span, error=None if status in (0, 0xFE00) else hex(status),
+                         status=status)
 
     # ---- the loop's side -------------------------------------------------------------
 
@@ -253,6 +265,7 @@ class QueryRetrieve:
     def _final(self, state: AssociationState, context_id: int, rq: QueryRequest, status: int,
                comment: str | None) -> None:
         m.DIMSE_OPERATIONS.labels(_command_name(rq), m.status_class(status)).inc()
+        self._end_span(state, rq, status)
         rsp: CFindRSP | CGetRSP | CMoveRSP
         if isinstance(rq, CFindRQ):
             rsp = CFindRSP(rq.message_id, status, rq.affected_sop_class_uid, comment)
@@ -289,6 +302,7 @@ class QueryRetrieve:
         dataset = failed_uid_list(counts.failed_uids, ts) if with_list else None
         if final:
             m.DIMSE_OPERATIONS.labels(_command_name(rq), m.status_class(status)).inc()
+            self._end_span(state, rq, status)
             audit.emit(audit.AuditEvent.INSTANCES_SENT,
                        audit.SUCCESS if not counts.failed else audit.MINOR_FAILURE,
                        assoc_id=state.assoc_id, destination_ae=_destination(state, rq),
