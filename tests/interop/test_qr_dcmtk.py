@@ -8,6 +8,7 @@ findscu's responses are extracted to files (``-X``) and read back with pydicom.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -295,3 +296,35 @@ def test_getscu_series(archive: Appliance, corpus: Corpus, tmp_path: Path) -> No
         orig = pydicom.dcmread(next(i.path for se in study.series for i in se.instances
                                     if i.sop_uid == got.SOPInstanceUID))
         assert got.PixelData == orig.PixelData
+
+
+# ------------------------------------------------------ our own clients against the archive
+
+
+def _pacs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, "-m", "appliance", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_pacs_find_get_move_against_the_archive(archive: Appliance, corpus: Corpus,
+                                                storescp: Path, tmp_path: Path) -> None:
+    """`pacs find|get|move` (our SCU core) against our own SCP, checked against the corpus."""
+    peer = ("127.0.0.1", str(archive.port))
+    done = _pacs("find", "-aec", archive.ae_title, "-S", "-L", "STUDY", "-k", "PatientID=P001",
+                 "-k", "StudyInstanceUID", "--format", "json", *peer)
+    assert done.returncode == 0, done.stderr
+    found = {r["0020000D"]["Value"][0] for r in json.loads(done.stdout)}
+    assert found == {st.uid for p, st in corpus.studies if p.patient_id == "P001"}
+
+    _, study = corpus.studies[1]
+    out = tmp_path / "got"
+    done = _pacs("get", "-aec", archive.ae_title, "-L", "STUDY", "-k",
+                 f"StudyInstanceUID={study.uid}", "-od", str(out), *peer)
+    assert done.returncode == 0, done.stderr
+    want = {i.sop_uid for se in study.series for i in se.instances}
+    assert _received_uids(out) == want
+
+    done = _pacs("move", "-aec", archive.ae_title, "-aem", "STORESCP", "-L", "STUDY", "-k",
+                 f"StudyInstanceUID={study.uid}", *peer)
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: _received_uids(storescp) == want, 10, "the study at storescp")
