@@ -75,7 +75,8 @@ class RingOutbox:
             ring.put_blocking(kind, assoc, msg, flags, aux, *parts, timeout_s=_PUT_TIMEOUT_S)
         self.dirty.add(ring)
 
-    def send_pdus(self, assoc_id: int, msg_id: int, pdus: list[PduParts], final: bool) -> None:
+    def send_pdus(self, assoc_id: int, msg_id: int, pdus: list[PduParts], final: bool,
+                  held_for: int = 0) -> None:
         """Whole PDUs, framed here, about ``_SEND_RECORD_BYTES`` per ring record: the acceptor
         writes each record as it is, so its cost is per record, not per PDU (a peer with a
         16 KiB maximum PDU gets a 0.5 MB object in 2 records instead of 32)."""
@@ -86,7 +87,10 @@ class RingOutbox:
             size += pdu_body_length(parts) + 6
             if size >= _SEND_RECORD_BYTES or i == len(pdus) - 1:
                 flags = Flag.FRAMED | (Flag.FINAL if (final and i == len(pdus) - 1) else 0)
-                self._put(self.replies, Kind.SEND, assoc_id, msg_id, flags, 0, *framed(group))
+                if held_for:
+                    flags |= Flag.HELD
+                self._put(self.replies, Kind.SEND, assoc_id, msg_id, flags, held_for,
+                          *framed(group))
                 group, size = [], 0
 
     def abort(self, assoc_id: int, reason: int) -> None:

@@ -70,7 +70,8 @@ _INGEST_CHUNK = 1024 * 1024
 
 
 class Outbox(Protocol):
-    def send_pdus(self, assoc_id: int, msg_id: int, pdus: list[PduParts], final: bool) -> None:
+    def send_pdus(self, assoc_id: int, msg_id: int, pdus: list[PduParts], final: bool,
+                  held_for: int = 0) -> None:
         ...
     def abort(self, assoc_id: int, reason: int) -> None: ...
     def request_index(self, token: int, record: InstanceRecord, policy: DuplicatePolicy) -> None:

@@ -113,6 +113,10 @@ class DicomProtocol(asyncio.Protocol):
         self.relational: set[str] = set()  # Q/R SOP classes granted relational queries
         self.scp_roles: frozenset[str] = frozenset()  # SCP role granted (C-GET storage)
         self.span: Any = None  # the association's trace span (None when tracing is off)
+        # HELD records waiting for the peer's answer to one of our requests, in order, and
+        # the Message IDs the peer answered lately (our requests are numbered upwards).
+        self.held: deque[tuple[int, bytes]] = deque()
+        self.answered: deque[int] = deque(maxlen=64)
         # message id -> (request, presentation context it came on: the response goes there)
         self.in_flight: dict[int, tuple[RequestIdentity, int]] = {}
         self.receiving: int | None = None
@@ -397,7 +401,17 @@ class DicomProtocol(asyncio.Protocol):
             self.receiving_ctx = context_id
             return True
         self._forward(Kind.COMMAND, responded, Flag.NONE, context_id, command)
+        if is_response:
+            self._release_held(responded)
         return True
+
+    def _release_held(self, responded: int) -> None:
+        """The peer answered our request ``responded``: write what waited for that."""
+        self.answered.append(responded)
+        while self.held and self.held[0][0] in self.answered:
+            _, data = self.held.popleft()
+            if self.conn.state in _CAN_SEND:
+                self._write(data)
 
     def _forward(self, kind: int, msg_id: int, flags: int, aux: int,
                  payload: bytes | memoryview) -> None:
@@ -436,7 +450,11 @@ class DicomProtocol(asyncio.Protocol):
             return
         try:
             if kind == Kind.SEND:
-                if self.conn.state in _CAN_SEND:
+                if flags & Flag.HELD and (self.held or aux not in self.answered):
+                    # A C-GET sub-operation queued ahead: it goes out when the peer answers
+                    # our request ``aux`` (kept in order behind anything already held).
+                    self.held.append((aux, bytes(payload)))
+                elif self.conn.state in _CAN_SEND:
                     if flags & Flag.FRAMED:  # whole P-DATA-TF PDUs: P-DATA changes no state
                         self._write(bytes(payload))  # copied out: the slot is released after
                     else:
@@ -458,6 +476,7 @@ class DicomProtocol(asyncio.Protocol):
     def worker_replaced(self, link: WorkerLink) -> None:
         """The pinned worker died: fail what it had in flight, then rebind (STYLE 2.5)."""
         self.pending.clear()
+        self.held.clear()  # a sub-operation queued ahead may be incomplete: never sent
         receiving = self.receiving
         if receiving is not None:
             self.discard_msg = receiving  # drop the rest of the orphaned data set

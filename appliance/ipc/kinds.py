@@ -14,7 +14,10 @@ Worker -> acceptor (per-worker reply ring):
   SEND     assoc_id, msg_id; payload = PDV items of one P-DATA-TF, or with flag FRAMED whole
            P-DATA-TF PDUs (several per record: one ring record per ~256 KiB, not per PDU);
            flags FINAL when the record ends the response to msg_id (the acceptor then
-           forgets the operation)
+           forgets the operation); with flag HELD, aux = the Message ID of our own request
+           (a C-GET sub-operation's C-STORE-RQ) whose response must arrive before the
+           acceptor writes the record: the next sub-operation waits in the acceptor, not
+           two process hops away
   ABORT    assoc_id, aux = A-ABORT reason: the worker asks for the association to be aborted
   INGESTED msg_id = job id; payload msgpack outcome  [worker -> ingest driver]
 Worker -> index writer:   INDEX  msg_id = token; aux = duplicate policy; payload = packed record
@@ -46,3 +49,4 @@ class Flag(IntFlag):
     FINAL = 2
     ABORTED = 4
     FRAMED = 8  # SEND: whole P-DATA-TF PDUs, headers included, possibly several per record
+    HELD = 16  # SEND: write only once the peer has answered our request with Message ID aux

@@ -78,6 +78,7 @@ log = structlog.get_logger(component="worker")
 MWL_FIND = "1.2.840.10008.5.1.4.31"  # Modality Worklist Information Model - FIND
 _FIND_BUDGET = 64  # pending responses per task per loop turn
 _GET_SLICE_BYTES = 1024 * 1024  # file bytes read and sent per step of a C-GET sub-operation
+_HOLD_MAX_BYTES = 8 * 1024 * 1024  # largest next object queued in the acceptor ahead of time
 QueryRequest = CFindRQ | CGetRQ | CMoveRQ
 
 
@@ -402,6 +403,7 @@ class _Sending:
     context_id: int
     prepared: Prepared
     sent: int = 0
+    held_for: int = 0  # our previous C-STORE-RQ whose answer releases this one (HELD)
 
 
 class GetTask:
@@ -422,25 +424,38 @@ class GetTask:
         self.counts = Counts(len(items))
         self.cancelled = False
         self.sending: _Sending | None = None
-        self.awaiting: _Sending | None = None
+        # Sent, answer awaited, oldest first: at most two. The second was queued while the
+        # first was outstanding, HELD in the acceptor until the peer answers the first
+        # (PS3.7: one operation outstanding on the wire), so the next object leaves the
+        # moment the answer arrives instead of after two process hops.
+        self.awaiting: list[_Sending] = []
+        # An object too large to wait whole in the acceptor's memory: sent unheld, once the
+        # previous one is answered.
+        self.deferred: tuple[RetrieveItem, Prepared] | None = None
         self.last_pending = time.monotonic()
 
     def runnable(self) -> bool:
-        if self.awaiting is not None:
-            return False
-        return self.cancelled and self.sending is None or not self.state.send_paused
+        if self.sending is not None:
+            return not self.state.send_paused
+        if self.deferred is not None:
+            return not self.awaiting and not self.state.send_paused
+        if self.cancelled or self.next_item >= len(self.items):
+            return not self.awaiting  # the final response waits for every answer
+        return len(self.awaiting) < 2 and not self.state.send_paused
 
     def cancel(self) -> None:
         self.cancelled = True
 
     def drop(self) -> None:
-        self.sending = self.awaiting = None
+        self.sending = None
+        self.awaiting = []
 
     def answers(self, rsp: CStoreRSP) -> bool:
-        awaiting = self.awaiting
-        if awaiting is None or rsp.message_id_being_responded_to != awaiting.message_id:
+        responded = rsp.message_id_being_responded_to
+        awaiting = next((a for a in self.awaiting if a.message_id == responded), None)
+        if awaiting is None:
             return False
-        self.awaiting = None
+        self.awaiting.remove(awaiting)
         self.counts.record(awaiting.item.sop_instance_uid, int(rsp.status))
         if int(rsp.status) not in (Status.SUCCESS,):
             log.info("qr.suboperation", assoc_id=self.state.assoc_id, status=rsp.status,
@@ -459,7 +474,16 @@ class GetTask:
         if self.sending is not None:
             self._send_slice(self.sending)
             return False
+        if self.deferred is not None:
+            if self.awaiting:
+                return False
+            item, prepared = self.deferred
+            self.deferred = None
+            self._start(item, prepared)
+            return False
         if self.cancelled or self.next_item >= len(self.items):
+            if self.awaiting:
+                return False
             self.qr.retrieve_response(self.state, self.context_id, self.rq, self.counts,
                                       final=True, cancelled=self.cancelled)
             return True
@@ -482,12 +506,22 @@ class GetTask:
         if not offered:
             raise CannotSend(f"no presentation context for {item.sop_class_uid}")
         prepared = prepare(self.qr.settings.data_dir, item, set(offered.values()))
-        context_id = min(c for c, ts in offered.items() if ts == prepared.transfer_syntax_uid)
+        if self.awaiting and prepared.length > _HOLD_MAX_BYTES:
+            self.deferred = (item, prepared)
+            return
+        self._start(item, prepared)
+
+    def _start(self, item: RetrieveItem, prepared: Prepared) -> None:
+        state = self.state
+        context_id = min(c for c, (abstract, ts) in state.contexts.items()
+                         if abstract == item.sop_class_uid
+                         and ts == prepared.transfer_syntax_uid)
         message_id = next(self._ids) % 0xFFFF + 1
+        held_for = self.awaiting[-1].message_id if self.awaiting else 0
         rq = CStoreRQ(message_id, item.sop_class_uid, item.sop_instance_uid)
         pdus = fragment_message(context_id, encode_message(rq), None, state.peer_max_pdu)
-        self.qr.outbox.send_pdus(state.assoc_id, self.msg_id, pdus, False)
-        self.sending = _Sending(message_id, item, context_id, prepared)
+        self.qr.outbox.send_pdus(state.assoc_id, self.msg_id, pdus, False, held_for)
+        self.sending = _Sending(message_id, item, context_id, prepared, held_for=held_for)
         self._send_slice(self.sending)
 
     def _send_slice(self, s: _Sending) -> None:
@@ -504,7 +538,7 @@ class GetTask:
         s.sent += len(chunk)
         done = s.sent >= p.length
         pdus = fragment_data(s.context_id, chunk, done, self.state.peer_max_pdu)
-        self.qr.outbox.send_pdus(self.state.assoc_id, self.msg_id, pdus, False)
+        self.qr.outbox.send_pdus(self.state.assoc_id, self.msg_id, pdus, False, s.held_for)
         if done:
             self.sending = None
-            self.awaiting = s
+            self.awaiting.append(s)

@@ -333,3 +333,27 @@ def test_framed_send_records_are_written_as_they_are(env: Env) -> None:
     assert len(got) == len(pdus) > 2
     assert b"".join(struct.pack(">BBI", t, 0, len(b)) + b for t, b in got) == wire
     assert not proto.in_flight
+
+
+def test_held_records_wait_for_the_peers_answer(env: Env) -> None:
+    """HELD (aux = our request's Message ID): written only once the peer answered it, in
+    order; later ones whose answer came first go out at once."""
+    proto, tr = env.connect()
+    proto.data_received(associate_rq([(1, VERIFICATION), (3, CT)]))
+    tr.take_pdus()
+    env.job_records()
+    first = encode_pdata_header(8) + struct.pack(">IBB", 4, 3, 0x03) + b"\x01\x02"
+    second = encode_pdata_header(8) + struct.pack(">IBB", 4, 3, 0x03) + b"\x03\x04"
+    flags = Flag.FRAMED | Flag.HELD
+    env.replies.try_put(Kind.SEND, proto.assoc_id, 9, flags, 41, first)
+    env.server._on_replies(env.server.links[0])
+    assert tr.take_pdus() == []  # our request 41 is not answered yet
+    rsp = encode_message(CStoreRSP(message_id_being_responded_to=41, status=0,
+                                   affected_sop_class_uid=CT, affected_sop_instance_uid="1.2"))
+    proto.data_received(pdata([PDV(3, True, True, rsp)]))
+    [(kind, msg_id, _, _, _)] = env.job_records()
+    assert (kind, msg_id) == (Kind.COMMAND, 41)  # the worker still counts the answer
+    assert [body for _, body in tr.take_pdus()] == [first[6:]]
+    env.replies.try_put(Kind.SEND, proto.assoc_id, 9, flags, 41, second)  # answer came first
+    env.server._on_replies(env.server.links[0])
+    assert [body for _, body in tr.take_pdus()] == [second[6:]]

@@ -45,7 +45,8 @@ class FakeOutbox:
         self.aborts: list[int] = []
         self.ingests: list[tuple[int, dict[str, object]]] = []
 
-    def send_pdus(self, assoc_id: int, msg_id: int, pdus: list[Any], final: bool) -> None:
+    def send_pdus(self, assoc_id: int, msg_id: int, pdus: list[Any], final: bool,
+                  held_for: int = 0) -> None:
         body = b"".join(bytes(p) for parts in pdus for p in parts)
         self.sent.append((assoc_id, msg_id, body, final))
 
