@@ -56,6 +56,7 @@ from appliance.dimse.status import Status
 from appliance.scu import SCU, ProposedContext, SCUError
 from appliance.ul.pdu import RoleSelection, UserSubItem
 from metrics import registry as m
+from metrics import tracing
 from workers.workflow import WorkflowSettings
 from workers.workflow.commitment import (
     CommitmentError,
@@ -186,6 +187,13 @@ class WorkflowService:
 
     def request(self, state: AssociationState, context_id: int, rq: NRequest,
                 data: bytes) -> None:
+        name = {NCreateRQ: "n_create", NSetRQ: "n_set", NActionRQ: "n_action"}[type(rq)]
+        with tracing.span(f"dicom.{name}", parent=state.traceparent or None,
+                          message_id=rq.message_id):
+            self._request(state, context_id, rq, data)
+
+    def _request(self, state: AssociationState, context_id: int, rq: NRequest,
+                 data: bytes) -> None:
         ts = state.contexts[context_id][1]
         try:
             ds = decode_dataset(data, ts) if data else Dataset()

@@ -374,6 +374,8 @@ class DicomProtocol(asyncio.Protocol):
     def _answer_echo(self, context_id: int, ident: RequestIdentity) -> None:
         """C-ECHO (PS3.4 A) needs nothing from a worker: answered here, saving two process
         hops per echo (monitoring probes echo often)."""
+        tracing.end_span(tracing.start_span("dicom.c_echo", parent=self.span,
+                                            message_id=ident.message_id), status=0)
         rsp = encode_message(CEchoRSP(ident.message_id, Status.SUCCESS, VERIFICATION))
         for parts in fragment_message(context_id, rsp, None, self.conn.peer_max_pdu):
             self._write_pdu_items(b"".join(parts))

@@ -1,6 +1,7 @@
 """Tracing on (console exporter): one trace per association, with the acceptor's
-dicom.association span as the parent of the worker's dicom.c_store (and its ingest.index
-child) and dicom.c_find spans: the context crosses the process boundary in the OPEN record."""
+dicom.association span as the parent of its dicom.c_echo and of the worker's dicom.c_store
+(and its ingest.index child) and dicom.c_find spans: the context crosses the process
+boundary in the OPEN record."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pynetdicom import AE  # noqa: E402
 from pynetdicom.sop_class import (  # noqa: E402
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
+    Verification,
 )
 
 pytestmark = pytest.mark.system
@@ -48,8 +50,10 @@ def test_spans_link_acceptor_and_worker(appliance_factory: Callable[..., Applian
     ae = AE(ae_title="TRACER")
     ae.add_requested_context(CTImageStorage)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", app.port, ae_title=app.ae_title)
     assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     assert assoc.send_c_store(ds).Status == 0
     query = Dataset()
@@ -62,10 +66,11 @@ def test_spans_link_acceptor_and_worker(appliance_factory: Callable[..., Applian
     app.stop()  # the exporters flush at shutdown
     spans = _spans(app.stderr_path) + _spans(app.stdout_path)
     by_name = {s["name"]: s for s in spans}
-    assert {"dicom.association", "dicom.c_store", "ingest.index", "dicom.c_find"} <= set(by_name)
+    assert {"dicom.association", "dicom.c_echo", "dicom.c_store", "ingest.index",
+            "dicom.c_find"} <= set(by_name)
     root = by_name["dicom.association"]
     trace = root["context"]["trace_id"]
-    for name in ("dicom.c_store", "dicom.c_find"):
+    for name in ("dicom.c_echo", "dicom.c_store", "dicom.c_find"):
         assert by_name[name]["context"]["trace_id"] == trace
         assert by_name[name]["parent_id"] == root["context"]["span_id"]
     assert by_name["ingest.index"]["parent_id"] == by_name["dicom.c_store"]["context"]["span_id"]
