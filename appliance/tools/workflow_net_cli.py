@@ -31,8 +31,8 @@ from appliance.tools.net_cli import (
     _parser,
     _status_text,
     apply_key,
-    iter_files,
 )
+from appliance.tools.net_store import iter_files
 
 if TYPE_CHECKING:
     from pydicom import Dataset
