@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck clean bench install
+.PHONY: run test lint typecheck clean bench install fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ lint: $(TEST_STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench ingest $(ARGS)
+
+# `make fuzz FUZZ_SECONDS=60`: each atheris harness in tests/fuzz for that long (atheris is a
+# dev-only tool, installed here on demand); crashes land in tests/fuzz/crashes/<target>/.
+FUZZ_SECONDS ?= 60
+fuzz: $(TEST_STAMP)
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install -q atheris
+	$(BIN)/python -m workers.kernels
+	PYTHON=$(BIN)/python tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 # `sudo make install`: the appliance in its own venv under PREFIX, the systemd units, sysusers
 # and tmpfiles snippets and /etc/pacs-appliance/pacs-appliance.toml (kept if present) under
