@@ -53,6 +53,9 @@ from appliance.dimse.messages import (
     encode_message,
 )
 from appliance.dimse.status import Status
+from appliance.negotiation.qr_classes import MODALITY_PERFORMED_PROCEDURE_STEP as MPPS
+from appliance.negotiation.qr_classes import MODALITY_WORKLIST_FIND as MWL_FIND
+from appliance.negotiation.qr_classes import STORAGE_COMMITMENT_PUSH_MODEL as STORAGE_COMMITMENT
 from appliance.scu import SCU, ProposedContext, SCUError
 from appliance.ul.pdu import RoleSelection, UserSubItem
 from metrics import registry as m
@@ -76,11 +79,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(component="worker")
 
-MWL_FIND = "1.2.840.10008.5.1.4.31"
-MPPS = "1.2.840.10008.3.1.2.3.3"
-STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
-WORKFLOW_SOP_CLASSES = frozenset({MWL_FIND, MPPS, STORAGE_COMMITMENT})
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"

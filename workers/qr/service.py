@@ -47,6 +47,7 @@ from appliance.dimse.messages import (
     encode_message,
 )
 from appliance.dimse.status import Status
+from appliance.negotiation.qr_classes import MODALITY_WORKLIST_FIND as MWL_FIND
 from metrics import registry as m
 from metrics import tracing
 from workers.qr.suboperations import (
@@ -75,7 +76,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(component="worker")
 
-MWL_FIND = "1.2.840.10008.5.1.4.31"  # Modality Worklist Information Model - FIND
 _FIND_BUDGET = 64  # pending responses per task per loop turn
 _GET_SLICE_BYTES = 1024 * 1024  # file bytes read and sent per step of a C-GET sub-operation
 _HOLD_MAX_BYTES = 8 * 1024 * 1024  # largest next object queued in the acceptor ahead of time
