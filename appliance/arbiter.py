@@ -43,15 +43,16 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance import audit, reload, systemd
+from appliance import audit, reload, systemd, tls
 from appliance.config import Config, ConfigSource
 from appliance.datadir import ensure_index, prepare_data_dir
-from appliance.errors import HaltAppliance
+from appliance.errors import ConfigError, HaltAppliance
 from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.control import ApplianceState, ControlBlock, ProcState, Role
 from appliance.ipc.fdpass import channel_pair, send_with_fds
@@ -98,11 +99,25 @@ def bind_listener(host: str, port: int) -> socket.socket:
             os.close(extra)
         log.info("arbiter.socket_activated", fds=len(fds), address=str(sock.getsockname()))
     else:
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                             socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
+        sock = _bind(host, port)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def bind_tls_listener(host: str, port: int) -> socket.socket:
+    """The DICOM-over-TLS listening socket ([tls] port on [network] host), always bound here:
+    a socket-activated appliance still binds its TLS port itself."""
+    sock = _bind(host, port)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     sock.set_inheritable(True)
@@ -148,6 +163,8 @@ class Arbiter:
         self.ready_sent = False
         self.cb: ControlBlock | None = None
         self.listener: socket.socket | None = None
+        self.tls_listener: socket.socket | None = None
+        self.tls_context: ssl.SSLContext | None = None
         self.channels: dict[int, WorkerChannels] = {}
         self.rings: dict[int, list[Ring]] = {}
         self.acceptor_chan: socket.socket | None = None
@@ -165,6 +182,9 @@ class Arbiter:
         ensure_index(cfg)
         self.listener = bind_listener(cfg.network.host, cfg.network.port)
         port = self.listener.getsockname()[1]
+        if cfg.tls.enabled:  # the context is built (files read) before any child exists
+            self.tls_context = tls.server_context(cfg.tls)
+            self.tls_listener = bind_tls_listener(cfg.network.host, cfg.tls.port)
         self.cb = ControlBlock.create(FIRST_WORKER_SLOT + self.n_workers)
         self.cb.global_area.arbiter_pid = os.getpid()
         self.cb.global_area.set_disk(True, 0)
@@ -181,7 +201,7 @@ class Arbiter:
         self.writer_chan, wr_end = channel_pair()
         self._peer_ends = [acc_end, wr_end]
         self._install_signals()
-        log.info("arbiter.starting", port=port, workers=self.n_workers,
+        log.info("arbiter.starting", port=port, tls_port=self._tls_port(), workers=self.n_workers,
                  durability=cfg.storage.durability.value, data=str(data))
         systemd.notify(f"STATUS=starting {self.n_workers} workers")
         audit.emit(audit.AuditEvent.APPLICATION_START, ae_title=cfg.network.ae_title,
@@ -203,6 +223,8 @@ class Arbiter:
             return code
         finally:
             self.listener.close()
+            if self.tls_listener is not None:
+                self.tls_listener.close()
             audit.emit(audit.AuditEvent.APPLICATION_STOP,
                        audit.SUCCESS if code == 0 else audit.SERIOUS_FAILURE,
                        ae_title=cfg.network.ae_title, exit_code=code)
@@ -322,7 +344,8 @@ class Arbiter:
         self._fork(Role.WORKER, index, ch.generation, "worker", target)
 
     def _close_children_sockets(self) -> None:
-        for s in (self.acceptor_chan, self.writer_chan, *self._peer_ends, self.listener):
+        for s in (self.acceptor_chan, self.writer_chan, *self._peer_ends, self.listener,
+                  self.tls_listener):
             if s is not None:
                 with contextlib.suppress(OSError):
                     s.close()
@@ -341,7 +364,8 @@ class Arbiter:
             self.writer_chan.close()
             self._close_foreign({fd for c in self.channels.values()
                                  for fd in (*c.jobs, *c.replies)})
-            setup = AcceptorSetup(cfg, listener, cb, SLOT_ACCEPTOR, worker_slots, links, chan)
+            setup = AcceptorSetup(cfg, listener, cb, SLOT_ACCEPTOR, worker_slots, links, chan,
+                                  self.tls_listener, self.tls_context)
             return run_acceptor(setup)
 
         self._fork(Role.ACCEPTOR, SLOT_ACCEPTOR, 1, "acceptor", target)
@@ -498,6 +522,9 @@ class Arbiter:
     def _port(self) -> int:
         return self.listener.getsockname()[1] if self.listener else 0
 
+    def _tls_port(self) -> int | None:
+        return self.tls_listener.getsockname()[1] if self.tls_listener else None
+
     def _status_line(self) -> str:
         workers = sum(1 for c in self.children.values() if c.role is Role.WORKER)
         return (f"accepting associations on port {self._port()} as "
@@ -608,8 +635,12 @@ def serve(cfg: Config, source: ConfigSource | None = None) -> int:
         return EXIT_BOOT_FAILED
     try:
         return Arbiter(cfg, source).run()
+    except ConfigError as exc:  # [tls] files that exist but do not load
+        log.error("arbiter.boot_failed", error=str(exc))
+        return EXIT_BOOT_FAILED
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            log.error("arbiter.boot_failed", error=f"port {cfg.network.port} in use")
+            log.error("arbiter.boot_failed", error=f"port {cfg.network.port} in use"
+                      + (f" or [tls] port {cfg.tls.port}" if cfg.tls.enabled else ""))
             return EXIT_BOOT_FAILED
         raise

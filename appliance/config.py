@@ -137,6 +137,18 @@ class WorkflowConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """DICOM over TLS on a second port (PS3.15 B.9; appliance/tls.py); off by default."""
+
+    enabled: bool = False
+    port: int = 2762  # IANA "dicom-tls"; the plain [network] port keeps serving
+    certificate: str = ""  # PEM certificate (chain) of the appliance
+    private_key: str = ""  # PEM private key of that certificate, unencrypted
+    ca_file: str = ""  # PEM CA certificates that client certificates must chain to
+    verify_client: bool = False  # true: a client certificate is required (mutual TLS)
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteAE:
     """A known peer (C-MOVE destination, later storage commitment requester)."""
 
@@ -156,6 +168,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     ae_table: tuple[RemoteAE, ...] = ()
     log_level: str = "info"
 
@@ -178,6 +191,7 @@ _SECTIONS: dict[str, type] = {
     "audit": AuditConfig,
     "tracing": TracingConfig,
     "workflow": WorkflowConfig,
+    "tls": TlsConfig,
 }
 
 
@@ -394,11 +408,29 @@ def validate(cfg: Config) -> None:
     if cfg.query.max_results < 0:
         raise ConfigError("[query] max_results must be >= 0")
     _validate_ops(cfg)
+    _validate_tls(cfg.tls)
     for ae in cfg.ae_table:
         if not 1 <= len(ae.ae_title) <= 16:
             raise ConfigError(f"[ae_table.{ae.ae_title}] AE titles are 1-16 characters")
         if ae.tls:
             raise ConfigError(f"[ae_table.{ae.ae_title}] tls: TLS is not supported yet")
+
+
+def _validate_tls(tls: TlsConfig) -> None:
+    """An enabled [tls] names files that exist (each process reads them when it starts)."""
+    if not 0 <= tls.port <= 65535:
+        raise ConfigError("[tls] port must be 0-65535")
+    if not tls.enabled:
+        return
+    required = [("certificate", tls.certificate), ("private_key", tls.private_key)]
+    if tls.verify_client or tls.ca_file:
+        required.append(("ca_file", tls.ca_file))
+    for name, value in required:
+        if not value:
+            raise ConfigError(f"[tls] {name}: required when enabled"
+                              + (" with verify_client = true" if name == "ca_file" else ""))
+        if not Path(value).is_file():
+            raise ConfigError(f"[tls] {name}: no such file {value!r}")
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")

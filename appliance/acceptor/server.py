@@ -20,6 +20,7 @@ import itertools
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class AcceptorSetup:
     worker_slots: dict[int, int]  # worker slot number -> control block index
     links: list[tuple[int, int, tuple[int, int, int], tuple[int, int, int]]]
     channel: socket.socket | None
+    tls_listen: socket.socket | None = None  # [tls] port: same protocol, wrapped in TLS
+    tls_context: ssl.SSLContext | None = None
 
 
 def negotiation_policy(cfg: Config) -> NegotiationPolicy:
@@ -93,6 +96,7 @@ class AcceptorServer:
         self._paused_since = 0.0
         self.draining = False
         self.server: asyncio.AbstractServer | None = None
+        self.tls_server: asyncio.AbstractServer | None = None
         self._ids = itertools.count(1)
         self._done = loop.create_future()
         self.me = setup.control.slot(setup.slot_index)
@@ -212,6 +216,16 @@ class AcceptorServer:
         self.server = await self.loop.create_server(
             lambda: DicomProtocol(self), sock=self.setup.listen, backlog=1024
         )
+        if self.setup.tls_listen is not None:
+            # The handshake must finish within ARTIM, like the A-ASSOCIATE-RQ that follows it.
+            self.tls_server = await self.loop.create_server(
+                lambda: DicomProtocol(self), sock=self.setup.tls_listen, backlog=1024,
+                ssl=self.setup.tls_context,
+                ssl_handshake_timeout=self.cfg.network.artim_timeout_s or None,
+            )
+            tls_addr = self.setup.tls_listen.getsockname()
+            log.info("acceptor.listening_tls", address=f"{tls_addr[0]}:{tls_addr[1]}",
+                     verify_client=self.cfg.tls.verify_client)
         if self.setup.channel is not None:
             self.setup.channel.setblocking(False)
             self.loop.add_reader(self.setup.channel.fileno(), self._on_channel)
@@ -231,8 +245,9 @@ class AcceptorServer:
         self.draining = True
         self.me.state = ProcState.DRAINING
         log.info("acceptor.draining", associations=len(self.protocols))
-        if self.server is not None:
-            self.server.close()
+        for server in (self.server, self.tls_server):
+            if server is not None:
+                server.close()
         for proto in list(self.protocols.values()):
             proto.start_drain()
         if not self.protocols and not self._done.done():
