@@ -7,6 +7,15 @@ comes from ``COMMAND_VR``, a transcription of PS3.7 Table E.1-1 and the retired 
 Decoded values: UL/US -> int (US with VM 1-n -> tuple), AT -> tuple of full tags, strings ->
 str without padding, tags not in the tables -> raw bytes (kept so nothing is lost).
 
+``encode_command_set`` is the exact inverse of ``decode_command_set`` on every value the
+decoder produces (the fuzz harness ``tests/fuzz/fuzz_command.py`` checks it): text goes out
+as latin-1, byte for byte what came in, and at its full length. A command set has no Specific
+Character Set, so only the Default Character Repertoire is valid in it (PS3.5 §6.1.2.1), and
+an LO holds at most 64 characters (PS3.5 Table 6.2-1); a peer's value outside those limits
+is kept (and echoed, as PS3.7 §9.3.1.2 wants the RSP's Affected SOP Instance UID equal to
+the RQ's) rather than aborted on. Text we write ourselves is made valid where it is written:
+``error_comment`` for (0000,0902).
+
 ``decode_command_set`` raises ``CommandSetError`` and nothing else for any input: a command
 set that cannot be decoded has no Message ID to answer, so the caller sends an A-ABORT
 (STYLE 2.5). Messages that decode but lack a required field also raise ``CommandSetError``,
@@ -189,6 +198,7 @@ _STRIP_BOTH = frozenset({"UI", "AE", "CS", "IS"})
 _ELEMENT_HEADER = struct.Struct("<HHI")
 _US = struct.Struct("<H")
 _UL = struct.Struct("<I")
+_LO_MAX_CHARS = 64
 
 
 # ---- element codec ----------------------------------------------------------------------
@@ -269,10 +279,10 @@ def _encode_value(tag: int, value: CommandValue) -> bytes:
     else:
         if not isinstance(value, str):
             raise ValueError(f"element {tag:#010x} ({vr}) needs a str")
-        if vr == "LO":
-            value = value[:64]  # PS3.5 Table 6.2-1: LO holds at most 64 characters
-        # Our own text (Error Comment) must never make a response unsendable.
-        raw = value.encode("ascii", errors="replace")
+        try:
+            raw = value.encode("latin-1")  # the decoder's inverse: every byte comes back
+        except UnicodeEncodeError:  # only our own text can get here: never unsendable
+            raw = value.encode("latin-1", errors="replace")
         if len(raw) % 2:
             # PS3.5 §6.2: UI is padded with NUL, the other string VRs with a space.
             raw += b"\0" if vr == "UI" else b" "
@@ -293,6 +303,15 @@ def encode_command_set(elements: Mapping[int, CommandValue]) -> bytes:
         if tag >> 16:
             raise ValueError(f"element {tag:#010x} is not in group 0000")
     return _encode_value(Tag.COMMAND_GROUP_LENGTH, len(body)) + body
+
+
+def error_comment(text: str) -> str:
+    """``text`` as an (0000,0902) Error Comment we may send (PS3.7 Table E.1-1): an LO of
+    at most 64 characters (PS3.5 Table 6.2-1) from the Default Character Repertoire
+    (PS3.5 §6.1.2.1; group 0000 has no Specific Character Set), others replaced by ``?``."""
+    if len(text) > _LO_MAX_CHARS:
+        text = text[:_LO_MAX_CHARS]
+    return text if text.isascii() else text.encode("ascii", errors="replace").decode("ascii")
 
 
 def has_data_set(elements: Mapping[int, CommandValue]) -> bool:
@@ -323,5 +342,6 @@ __all__ = [
     "VERIFICATION_SOP_CLASS",
     "decode_command_set",
     "encode_command_set",
+    "error_comment",
     "has_data_set",
 ]

@@ -25,6 +25,7 @@ from appliance.dimse.command import (
     Tag,
     decode_command_set,
     encode_command_set,
+    error_comment,
     has_data_set,
 )
 from appliance.dimse.status import Status
@@ -48,6 +49,9 @@ def _to_elements(msg: Any, command_field: int, data_set: bool) -> CommandElement
         value = getattr(msg, f.name)
         if value is not None:
             out[Tag[f.name.upper()]] = int(value) if isinstance(value, IntEnum) else value
+    comment = out.get(Tag.ERROR_COMMENT)
+    if isinstance(comment, str):  # ours to send: LO, Default Character Repertoire
+        out[Tag.ERROR_COMMENT] = error_comment(comment)
     return out
 
 

@@ -16,6 +16,7 @@ from appliance.dimse.command import (
     Tag,
     encode_command_set,
 )
+from appliance.dimse.command import error_comment as sendable_comment
 from appliance.dimse.messages import GenericCommand
 
 
@@ -64,5 +65,5 @@ def status_response(rq: RequestIdentity, status: int, error_comment: str | None 
     if rq.affected_sop_instance_uid:
         elements[Tag.AFFECTED_SOP_INSTANCE_UID] = rq.affected_sop_instance_uid
     if error_comment:
-        elements[Tag.ERROR_COMMENT] = error_comment[:64]  # LO: 64 chars max
+        elements[Tag.ERROR_COMMENT] = sendable_comment(error_comment)  # LO, ASCII
     return encode_command_set(elements)

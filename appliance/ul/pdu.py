@@ -4,11 +4,13 @@ THEORY OF OPERATION
 -------------------
 ``decode_pdu(pdu_type, body)`` turns the body of one PDU (the bytes after the 6-byte header,
 already length-checked by ``buffer.PduBuffer``) into a dataclass; ``encode_pdu(pdu)`` is its
-exact inverse. Anything malformed raises ``RemoteULError`` carrying the PS3.8 §9.3.8 A-ABORT
-reason: 1 unrecognized PDU type; 5 unexpected PDU parameter (a known item where it is not
-allowed, or repeated where only one is); 6 invalid PDU parameter value (lengths that do not add
-up, a truncated or missing mandatory item). Reason 4 is never raised: PS3.8 §9.3.1 says items
-of unrecognized types are ignored. No other exception escapes ``decode_pdu`` for any input.
+exact inverse (``decode_pdu(encode_pdu(p)) == p``; the fuzz harness tests/fuzz/fuzz_pdu.py
+checks it on whatever decodes). Anything malformed raises ``RemoteULError`` carrying the
+PS3.8 §9.3.8 A-ABORT reason: 1 unrecognized PDU type; 5 unexpected PDU parameter (a known item
+where it is not allowed, or repeated where only one is); 6 invalid PDU parameter value
+(lengths that do not add up, a truncated or missing mandatory item). Reason 4 is never
+raised: PS3.8 §9.3.1 says items of unrecognized types are ignored. No other exception escapes
+``decode_pdu`` for any input.
 
 P-DATA-TF is the hot path: PDV data are memoryviews into the caller's buffer (no copy), and
 ``encode_pdata_header`` lets a sender write header + payload without concatenating.
@@ -23,6 +25,7 @@ negotiation, which answers them with an A-ASSOCIATE-RJ rather than an A-ABORT (P
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -717,7 +720,7 @@ def _encode_associate(pdu: AssociateRQ | AssociateAC) -> bytes:
     fixed = _ASSOCIATE_FIXED.pack(
         pdu.protocol_version, 0, _ae_title(pdu.called_ae), _ae_title(pdu.calling_ae), bytes(32)
     )
-    items: list[tuple[int, bytes]] = [
+    known: list[tuple[int, bytes]] = [
         (
             ItemType.APPLICATION_CONTEXT,
             _item(ItemType.APPLICATION_CONTEXT, _latin1(pdu.application_context)),
@@ -730,10 +733,12 @@ def _encode_associate(pdu: AssociateRQ | AssociateAC) -> bytes:
             ItemType.USER_INFORMATION,
             _item(ItemType.USER_INFORMATION, b"".join(map(_sub_item, pdu.user_information.items))),
         ),
-        *((u.item_type, _item(u.item_type, u.data)) for u in pdu.unknown_items),
     ]
-    # PS3.8 §9.3.1: items appear in increasing order of item type (the sort is stable).
-    items.sort(key=lambda pair: pair[0])
+    unknown = [(u.item_type, _item(u.item_type, u.data)) for u in pdu.unknown_items]
+    # PS3.8 §9.3.1: items appear in increasing order of item type. Ours are in that order;
+    # unknown items are merged in without being reordered among themselves, so a peer's
+    # out-of-order ones keep their order and decode_pdu(encode_pdu(pdu)) == pdu holds.
+    items = heapq.merge(known, unknown, key=lambda pair: pair[0])
     body = fixed + b"".join(encoded for _, encoded in items)
     kind = PduType.ASSOCIATE_RQ if isinstance(pdu, AssociateRQ) else PduType.ASSOCIATE_AC
     return _PDU_HEADER.pack(kind, 0, len(body)) + body

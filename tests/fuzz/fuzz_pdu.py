@@ -10,7 +10,6 @@ Anything else escaping ``check`` is a crash.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,27 +21,17 @@ from tests.fuzz._harness import fuzz, instrumented
 with instrumented(__name__ == "__main__", ["appliance"]):
     from appliance.errors import RemoteULError
     from appliance.ul.buffer import PduBuffer
-    from appliance.ul.pdu import PDU, AssociateAC, AssociateRQ, decode_pdu, encode_pdu
+    from appliance.ul.pdu import decode_pdu, encode_pdu
 
 # Small limits so the fuzzer reaches the over-limit branches too (PS3.8 D.1).
 MAX_PDATA_BYTES = 16 * 1024
 MAX_OTHER_PDU_BYTES = 64 * 1024
 
 
-def _sorted_unknown(pdu: PDU) -> PDU:
-    if isinstance(pdu, AssociateRQ | AssociateAC):
-        ordered = tuple(sorted(pdu.unknown_items, key=lambda u: u.item_type))
-        return dataclasses.replace(pdu, unknown_items=ordered)
-    return pdu
-
-
-def check(data: bytes, strict_order: bool = True) -> None:
-    """Frame ``data`` as a PDU stream and decode every complete PDU in it.
-
-    ``strict_order=False`` forgives one known difference (crashes/pdu/crash-4ddcacae...):
-    ``encode_pdu`` sorts A-ASSOCIATE items by type, so unknown items that arrived out of type
-    order decode in another order after a round trip. The fuzzer runs with it so that it can
-    look for other faults; the regression test replays strictly (xfail until fixed)."""
+def check(data: bytes) -> None:
+    """Frame ``data`` as a PDU stream and decode every complete PDU in it; each must survive
+    encode -> decode unchanged (crashes/pdu/crash-4ddcacae... pinned the A-ASSOCIATE
+    encoder reordering a peer's unknown items)."""
     buffer = PduBuffer(MAX_PDATA_BYTES, MAX_OTHER_PDU_BYTES)
     # Two feeds split by the first byte's value, so partial-header paths are exercised too.
     cut = data[0] if data else 0
@@ -54,8 +43,6 @@ def check(data: bytes, strict_order: bool = True) -> None:
             pdu = decode_pdu(pdu_type, body)
             encoded = encode_pdu(pdu)
             again = decode_pdu(encoded[0], memoryview(encoded)[6:])
-            if not strict_order:
-                pdu, again = _sorted_unknown(pdu), _sorted_unknown(again)
             if again != pdu:
                 raise AssertionError(f"decode(encode(pdu)) != pdu: {pdu!r} -> {again!r}")
     except RemoteULError:
@@ -63,7 +50,7 @@ def check(data: bytes, strict_order: bool = True) -> None:
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer/atheris expects
-    check(data, strict_order=False)
+    check(data)
 
 
 if __name__ == "__main__":

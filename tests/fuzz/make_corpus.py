@@ -20,7 +20,26 @@ if __name__ == "__main__":  # run as a script: make ``tests`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from appliance.dimse.command import CommandField, CommandValue, Tag, encode_command_set
-from appliance.ul.pdu import PDV, PDataTF, encode_pdu
+from appliance.ul.pdu import (
+    PDV,
+    AssociateAC,
+    AssociateRQ,
+    AsynchronousOperationsWindow,
+    ImplementationClassUID,
+    ImplementationVersionName,
+    MaximumLength,
+    PDataTF,
+    PresentationContextAC,
+    PresentationContextRQ,
+    RoleSelection,
+    SOPClassCommonExtendedNegotiation,
+    SOPClassExtendedNegotiation,
+    UserIdentityAC,
+    UserIdentityRQ,
+    UserInformation,
+    UserSubItem,
+    encode_pdu,
+)
 from tests.fixtures import pdus
 from tests.fuzz._harness import CORPUS_DIR
 from tests.fuzz.fuzz_header import SYNTAXES, selector
@@ -39,6 +58,25 @@ def pdu_seeds() -> Iterator[bytes]:
     yield from (a + b for a, b in zip(whole, whole[1:], strict=False))  # PDU pairs
     for command in command_seeds():  # P-DATA-TF carrying a command fragment (PS3.8 E.2)
         yield encode_pdu(PDataTF((PDV(1, True, True, memoryview(command)),)))
+    yield from negotiation_seeds()
+
+
+def negotiation_seeds() -> Iterator[bytes]:
+    """A-ASSOCIATE-RQ/AC with every user information sub-item (PS3.7 D.3.3), so the fuzzer
+    starts from the decoders of user identity and common extended negotiation too."""
+    contexts = (PresentationContextRQ(1, _CT, ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")),)
+    rq_items: tuple[UserSubItem, ...] = (
+        MaximumLength(16384), ImplementationClassUID(_UID), AsynchronousOperationsWindow(2, 1),
+        RoleSelection(_CT, True, True), ImplementationVersionName("PACS_1"),
+        SOPClassExtendedNegotiation(_CT, b"\x01\x00\x01"),
+        SOPClassCommonExtendedNegotiation(_CT, "1.2.840.10008.4.2", ("1.2.3", "1.2.4.5")),
+        UserIdentityRQ(2, True, b"user", b"secret"),
+    )
+    yield encode_pdu(AssociateRQ("PACS", "MODALITY", contexts, UserInformation(rq_items)))
+    ac_items: tuple[UserSubItem, ...] = (MaximumLength(0), ImplementationClassUID(_UID),
+                                         UserIdentityAC(b"ok-token"))
+    accepted = (PresentationContextAC(1, 0, "1.2.840.10008.1.2.1"),)
+    yield encode_pdu(AssociateAC("PACS", "MODALITY", accepted, UserInformation(ac_items)))
 
 
 def command_seeds() -> Iterator[bytes]:
@@ -66,7 +104,12 @@ def command_seeds() -> Iterator[bytes]:
     cancel: Elements = {c.COMMAND_FIELD: CommandField.C_CANCEL_RQ,
                         c.MESSAGE_ID_BEING_RESPONDED_TO: 2,
               c.COMMAND_DATA_SET_TYPE: 0x0101}
-    for elements in (echo, store, store_rsp, find, move, move_rsp, cancel):
+    # N-GET-RQ with a multi-valued AT, and the retired US-with-VM-1-n Overlays (Table E.2-1).
+    n_get: Elements = {c.COMMAND_FIELD: CommandField.N_GET_RQ, c.MESSAGE_ID: 4,
+                       c.REQUESTED_SOP_CLASS_UID: _CT, c.REQUESTED_SOP_INSTANCE_UID: _UID,
+                       c.COMMAND_DATA_SET_TYPE: 0x0101, c.OVERLAYS: (0x6000, 0x6002),
+                       c.ATTRIBUTE_IDENTIFIER_LIST: (0x00100010, 0x00100020)}
+    for elements in (echo, store, store_rsp, find, move, move_rsp, cancel, n_get):
         encoded = encode_command_set(elements)
         yield encoded
         yield encoded[12:]  # without (0000,0000) Command Group Length

@@ -4,7 +4,8 @@ Each file under ``tests/fuzz/corpus/<target>/`` and ``tests/fuzz/crashes/<target
 through that harness's ``check`` (the body of its ``TestOneInput``): an exception other than
 the target's documented ones fails the test. A crash whose fix is pending is listed in
 ``KNOWN_CRASHES`` with the reason, and runs as ``xfail(strict=True)``, so the test starts
-failing (XPASS) the day it is fixed and the entry must go.
+failing (XPASS) the day it is fixed and the entry must go. Each fixed finding also has a
+focused test below, naming the crash file it came from.
 """
 
 from __future__ import annotations
@@ -14,8 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz import fuzz_command, fuzz_header, fuzz_pdu
-from tests.fuzz._harness import CORPUS_DIR, CRASHES_DIR
+from appliance.dimse.command import CommandValue, Tag, decode_command_set, encode_command_set
+from appliance.dimse.messages import CStoreRSP, decode_message, encode_message
+from appliance.dimse.responses import RequestIdentity, status_response
+from appliance.dimse.status import Status
+from appliance.ul.pdu import (
+    AssociateAC,
+    PresentationContextAC,
+    UnknownItem,
+    decode_pdu,
+    encode_pdu,
+)
+from tests.fuzz import fuzz_command, fuzz_header, fuzz_pdu, line_coverage
+from tests.fuzz._harness import CORPUS_DIR, CRASHES_DIR, REPO_ROOT
 
 CHECKS: dict[str, Callable[[bytes], None]] = {
     "pdu": fuzz_pdu.check,
@@ -24,21 +36,8 @@ CHECKS: dict[str, Callable[[bytes], None]] = {
 }
 
 # "<target>/<file name>" -> why it still crashes (report it; remove the entry once fixed).
-KNOWN_CRASHES: dict[str, str] = {
-    "pdu/crash-4ddcacaeb4a436e741c4dfc9f3bab3de11ec743a": (
-        "appliance/ul/pdu.py: encode_pdu sorts A-ASSOCIATE items by type, so unknown items "
-        "received out of type order come back reordered: decode(encode(decode(x))) != "
-        "decode(x), against the module's 'exact inverse' contract"
-    ),
-    "command/crash-5626df0ca90849e325bc9ff3923b5fcf9b46575c": (
-        "appliance/dimse/command.py: a UI value with non-ASCII bytes decodes, but "
-        "encode_command_set writes it back with '?' in their place (lossy round trip)"
-    ),
-    "command/crash-2bf68f4c5dcca7b497a6f29d3866fb9b55b2d179": (
-        "appliance/dimse/command.py: an (0000,0902) Error Comment longer than 64 characters "
-        "decodes, but encode_command_set cuts it to 64 (LO): lossy round trip"
-    ),
-}
+# Empty: the three round-trip findings of the first runs are fixed and pinned below.
+KNOWN_CRASHES: dict[str, str] = {}
 
 
 def _cases() -> list[object]:
@@ -78,3 +77,70 @@ def test_checks_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fuzz_command, "decode_command_set", lambda data: next(answers))
     with pytest.raises(AssertionError):
         fuzz_command.check(b"")
+
+
+def _item_types(encoded_associate: bytes) -> list[int]:
+    """The item types of an encoded A-ASSOCIATE PDU's variable field, in wire order."""
+    types, offset = [], 6 + 68  # PDU header, then the fixed fields (PS3.8 Table 9-17)
+    while offset < len(encoded_associate):
+        types.append(encoded_associate[offset])
+        offset += 4 + int.from_bytes(encoded_associate[offset + 2 : offset + 4], "big")
+    return types
+
+
+def _ac(*unknown: UnknownItem) -> AssociateAC:
+    contexts = (PresentationContextAC(1, 0, "1.2.840.10008.1.2"),)
+    return AssociateAC("PACS", "SCU", contexts, unknown_items=unknown)
+
+
+def test_unknown_associate_items_keep_their_order() -> None:
+    # crash-4ddcacae...: unknown items of types 0x25 then 0x00 came back as 0x00, 0x25
+    # because the encoder sorted every item by type.
+    ac = _ac(UnknownItem(0x25, b"\x03\x00"), UnknownItem(0x00, b"Q\x00"))
+    encoded = encode_pdu(ac)
+    assert decode_pdu(encoded[0], memoryview(encoded)[6:]) == ac
+    assert _item_types(encoded) == [0x10, 0x21, 0x25, 0x00, 0x50]
+
+
+def test_items_we_send_stay_in_increasing_type_order() -> None:
+    # PS3.8 §9.3.1: in-order unknown items are merged into place, not appended.
+    ac = _ac(UnknownItem(0x15, b""), UnknownItem(0x60, b"x"))
+    assert _item_types(encode_pdu(ac)) == [0x10, 0x15, 0x21, 0x50, 0x60]
+
+
+def test_non_ascii_ui_is_echoed_byte_for_byte() -> None:
+    # crash-5626df0c...: a UI with bytes outside ASCII decoded (latin-1) but re-encoded as
+    # '?', so a C-STORE-RSP would not echo the RQ's UID (PS3.7 §9.3.1.2).
+    raw = b"\xcf\xd1\xcd\xd1\xc7\xc70.10008.5.1.4.1.1.2"
+    command = encode_command_set({Tag.AFFECTED_SOP_CLASS_UID: raw.decode("latin-1")})
+    assert raw in command and b"?" not in command
+    elements = decode_command_set(command)
+    assert elements[Tag.AFFECTED_SOP_CLASS_UID] == raw.decode("latin-1")
+    assert encode_command_set(elements) == command
+
+
+def test_long_error_comment_round_trips_but_ours_is_clamped() -> None:
+    # crash-2bf68f4c...: a peer's 70-character (0000,0902) came back cut to 64. The codec
+    # now keeps it whole; what we send ourselves is made a valid LO where it is written.
+    peer: dict[int, CommandValue] = {Tag.ERROR_COMMENT: "c" * 70}
+    assert decode_command_set(encode_command_set(peer))[Tag.ERROR_COMMENT] == "c" * 70
+    ours = decode_message(encode_message(CStoreRSP(1, Status.CANNOT_UNDERSTAND,
+                                                   error_comment="\u00e9" + "e" * 99)))
+    assert isinstance(ours, CStoreRSP) and ours.error_comment == "?" + "e" * 63
+    rq = RequestIdentity(0x0001, 5, "1.2", "1.2.3", True)
+    rsp = decode_command_set(status_response(rq, Status.CANNOT_UNDERSTAND, "\u2192" * 80))
+    assert rsp[Tag.ERROR_COMMENT] == "?" * 64
+
+
+def test_line_coverage_counts_only_function_lines_run() -> None:
+    """tests/fuzz/line_coverage.py, which the README's fuzzing figures come from."""
+    target = "appliance/dimse/command.py"
+    inputs = sorted((CORPUS_DIR / "command").glob("*"))
+    hit = line_coverage.replay(fuzz_command.check, inputs, (target,))[target]
+    lines = line_coverage.executable_lines(REPO_ROOT / target)
+    first_line = decode_command_set.__code__.co_firstlineno
+    assert first_line in lines and first_line in hit
+    source = (REPO_ROOT / target).read_text().splitlines()
+    table_row = source.index("    C_STORE_RQ = 0x0001") + 1  # a class body runs at import
+    assert table_row not in lines
+    assert 0 < len(hit & lines) < len(lines)
