@@ -22,6 +22,11 @@ Decisions documented here (each is a deliberate choice among what PS3.8 allows):
   operations serially on each association.
 - User Identity (PS3.7 D.3.3.7): not authenticated yet, so never a User Identity AC; a
   requestor that requested a positive response then decides whether to go on.
+- Access control (appliance/access.py): ``negotiate(..., operations=...)`` accepts only the
+  contexts of the operations a peer is allowed (``operation_of``), answering the others
+  result 1 "user-rejection" (PS3.8 §9.3.3.2). Storage contexts also serve C-GET
+  sub-operations, so a peer allowed ``get`` but not ``store`` gets a storage context only
+  when its Role Selection proposes the SCP role, and its SCU role is not granted.
 - SOP Class Extended Negotiation (PS3.7 D.3.3.5) is answered for accepted Query/Retrieve
   classes only (relational queries/retrieval, PS3.4 C.5.1), granted when ``relational``;
   for other classes it is not answered, which D.3.3.5 defines as "not supported". SOP Class
@@ -31,9 +36,18 @@ Decisions documented here (each is a deliberate choice among what PS3.8 allows):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
-from appliance.negotiation.qr_classes import QR_SOP_CLASSES, extended_negotiation_reply
+from appliance.negotiation.qr_classes import (
+    MODALITY_PERFORMED_PROCEDURE_STEP,
+    MODALITY_WORKLIST_FIND,
+    QR_FIND,
+    QR_GET,
+    QR_MOVE,
+    QR_SOP_CLASSES,
+    STORAGE_COMMITMENT_PUSH_MODEL,
+    extended_negotiation_reply,
+)
 from appliance.negotiation.sop_classes import (
     ENCAPSULATED_TRANSFER_SYNTAXES,
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -65,6 +79,36 @@ IMPLEMENTATION_CLASS_UID = "2.25.110644245515791858236152589235373083154"
 IMPLEMENTATION_VERSION_NAME = "PYINGEST_0_1"  # PS3.7 D.3.3.2: 1-16 characters
 
 _AS_RECEIVED = frozenset(ENCAPSULATED_TRANSFER_SYNTAXES + REFERENCED_TRANSFER_SYNTAXES)
+
+
+class Operation(StrEnum):
+    """What a peer may do (``[access.peer.X] operations``); each names the SOP classes that
+    ``operation_of`` maps to it."""
+
+    ECHO = "echo"  # Verification (PS3.4 A)
+    STORE = "store"  # Storage (PS3.4 B), and any class accepted under ``promiscuous``
+    FIND = "find"  # Q/R C-FIND (PS3.4 C.4.1)
+    GET = "get"  # Q/R C-GET (PS3.4 C.4.3)
+    MOVE = "move"  # Q/R C-MOVE (PS3.4 C.4.2)
+    WORKLIST = "worklist"  # Modality Worklist C-FIND (PS3.4 K)
+    MPPS = "mpps"  # Modality Performed Procedure Step (PS3.4 F)
+    COMMITMENT = "commitment"  # Storage Commitment Push Model (PS3.4 J)
+
+
+_OPERATION_OF: dict[str, Operation] = {
+    VERIFICATION: Operation.ECHO,
+    **dict.fromkeys(QR_FIND, Operation.FIND),
+    **dict.fromkeys(QR_GET, Operation.GET),
+    **dict.fromkeys(QR_MOVE, Operation.MOVE),
+    MODALITY_WORKLIST_FIND: Operation.WORKLIST,
+    MODALITY_PERFORMED_PROCEDURE_STEP: Operation.MPPS,
+    STORAGE_COMMITMENT_PUSH_MODEL: Operation.COMMITMENT,
+}
+
+
+def operation_of(abstract_syntax: str) -> Operation:
+    """The operation a presentation context serves: storage for every class not named."""
+    return _OPERATION_OF.get(abstract_syntax, Operation.STORE)
 
 
 class RejectResult(IntEnum):
@@ -162,8 +206,20 @@ def choose_transfer_syntax(policy: NegotiationPolicy, proposed: tuple[str, ...])
     return as_received
 
 
+def _permitted(uid: str, operations: frozenset[str] | None, scp_proposed: set[str]) -> bool:
+    """May this peer have a context for ``uid``? (``operations`` None: no restriction)"""
+    if operations is None:
+        return True
+    op = operation_of(uid)
+    if op in operations:
+        return True
+    # C-GET sub-operations travel on storage contexts where the requestor is the SCP.
+    return op is Operation.STORE and Operation.GET in operations and uid in scp_proposed
+
+
 def _answer_context(
-    policy: NegotiationPolicy, pc: PresentationContextRQ, seen: set[int]
+    policy: NegotiationPolicy, pc: PresentationContextRQ, seen: set[int],
+    permitted: bool = True,
 ) -> PresentationContextAC:
     filler = pc.transfer_syntaxes[0] if pc.transfer_syntaxes else IMPLICIT_VR_LITTLE_ENDIAN
     if pc.context_id in seen or pc.context_id % 2 == 0:
@@ -174,6 +230,8 @@ def _answer_context(
         return PresentationContextAC(
             pc.context_id, PresentationResult.ABSTRACT_SYNTAX_NOT_SUPPORTED, filler
         )
+    if not permitted:
+        return PresentationContextAC(pc.context_id, PresentationResult.USER_REJECTION, filler)
     chosen = choose_transfer_syntax(policy, pc.transfer_syntaxes)
     if chosen is None:
         return PresentationContextAC(
@@ -183,7 +241,8 @@ def _answer_context(
 
 
 def _user_information(
-    policy: NegotiationPolicy, rq: AssociateRQ, accepted_abstract: set[str]
+    policy: NegotiationPolicy, rq: AssociateRQ, accepted_abstract: set[str],
+    operations: frozenset[str] | None = None,
 ) -> UserInformation:
     items: list[UserSubItem] = [
         MaximumLength(policy.max_pdu_bytes),
@@ -211,15 +270,19 @@ def _user_information(
         items.append(
             RoleSelection(
                 sop_class_uid=uid,
-                scu_role=item.scu_role,
+                scu_role=item.scu_role and (operations is None
+                                            or operation_of(uid) in operations),
                 scp_role=item.scp_role and uid in policy.scp_role_sop_classes,
             )
         )
     return UserInformation(tuple(items))
 
 
-def negotiate(policy: NegotiationPolicy, rq: AssociateRQ) -> AssociateAC | AssociateRJ:
-    """Answer an A-ASSOCIATE-RQ (PS3.8 §9.3.2-9.3.4, PS3.7 Annex D)."""
+def negotiate(
+    policy: NegotiationPolicy, rq: AssociateRQ, operations: frozenset[str] | None = None
+) -> AssociateAC | AssociateRJ:
+    """Answer an A-ASSOCIATE-RQ (PS3.8 §9.3.2-9.3.4, PS3.7 Annex D). ``operations``: what
+    the requestor may do (``Operation`` values, from appliance.access); None = anything."""
     if not rq.protocol_version & 1:
         # PS3.8 §9.3.2: bit 0 (version 1) must be set.
         return _permanent(
@@ -238,10 +301,15 @@ def negotiate(policy: NegotiationPolicy, rq: AssociateRQ) -> AssociateAC | Assoc
         return _permanent(RejectSource.SERVICE_USER, UserRejectReason.CALLING_AE_NOT_RECOGNIZED)
 
     seen: set[int] = set()
-    answers = tuple(_answer_context(policy, pc, seen) for pc in rq.presentation_contexts)
+    scp_proposed = {item.sop_class_uid for item in rq.user_information.items
+                    if isinstance(item, RoleSelection) and item.scp_role}
+    answers = tuple(
+        _answer_context(policy, pc, seen,
+                        _permitted(pc.abstract_syntax, operations, scp_proposed))
+        for pc in rq.presentation_contexts)
     accepted_ids = {a.context_id for a in answers if a.result == PresentationResult.ACCEPTANCE}
     if not accepted_ids and policy.reject_if_no_contexts:
-        return _permanent(RejectSource.SERVICE_USER, UserRejectReason.NO_REASON_GIVEN)
+        return reject_no_contexts()
     accepted_abstract = {
         pc.abstract_syntax for pc in rq.presentation_contexts if pc.context_id in accepted_ids
     }
@@ -249,9 +317,27 @@ def negotiate(policy: NegotiationPolicy, rq: AssociateRQ) -> AssociateAC | Assoc
         called_ae=rq.called_ae,
         calling_ae=rq.calling_ae,
         presentation_contexts=answers,
-        user_information=_user_information(policy, rq, accepted_abstract),
+        user_information=_user_information(policy, rq, accepted_abstract, operations),
         application_context=APPLICATION_CONTEXT_NAME,
     )
+
+
+def reject_no_contexts() -> AssociateRJ:
+    """Rejected-permanent, service-user, no-reason-given: no context could be accepted."""
+    return _permanent(RejectSource.SERVICE_USER, UserRejectReason.NO_REASON_GIVEN)
+
+
+def reject_calling_ae() -> AssociateRJ:
+    """Rejected-permanent, service-user, calling-AE-title-not-recognized (PS3.8 Table 9-21):
+    the answer to a peer the access rules do not admit."""
+    return _permanent(RejectSource.SERVICE_USER, UserRejectReason.CALLING_AE_NOT_RECOGNIZED)
+
+
+def user_rejected(ac: AssociateAC, rq: AssociateRQ) -> list[str]:
+    """Abstract syntaxes of the contexts answered "user-rejection" (refused by access)."""
+    abstract = {pc.context_id: pc.abstract_syntax for pc in rq.presentation_contexts}
+    return [abstract[pc.context_id] for pc in ac.presentation_contexts
+            if pc.result == PresentationResult.USER_REJECTION and pc.context_id in abstract]
 
 
 def extended_negotiation(ac: AssociateAC) -> dict[str, bytes]:
@@ -286,6 +372,11 @@ __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
     "NegotiationPolicy",
+    "Operation",
+    "operation_of",
+    "reject_calling_ae",
+    "reject_no_contexts",
+    "user_rejected",
     "AcseRejectReason",
     "PresentationRejectReason",
     "RejectResult",
