@@ -180,8 +180,10 @@ class Arbiter:
         prepare_data_dir(data)
         prepare_metrics_dir(data)
         ensure_index(cfg)
-        self.listener = bind_listener(cfg.network.host, cfg.network.port)
-        port = self.listener.getsockname()[1]
+        port: int | None = None  # [tls] plain = false: TLS only, no plain listener
+        if cfg.tls.plain or not cfg.tls.enabled:
+            self.listener = bind_listener(cfg.network.host, cfg.network.port)
+            port = self.listener.getsockname()[1]
         if cfg.tls.enabled:  # the context is built (files read) before any child exists
             self.tls_context = tls.server_context(cfg.tls)
             self.tls_listener = bind_tls_listener(cfg.network.host, cfg.tls.port)
@@ -222,7 +224,8 @@ class Arbiter:
             code = self._loop()
             return code
         finally:
-            self.listener.close()
+            if self.listener is not None:
+                self.listener.close()
             if self.tls_listener is not None:
                 self.tls_listener.close()
             audit.emit(audit.AuditEvent.APPLICATION_STOP,
@@ -293,8 +296,10 @@ class Arbiter:
         assert cb is not None
 
         def target() -> int:
+            from workers.durability import set_disk_full_reporter
             from workers.indexer import run_index_writer
 
+            set_disk_full_reporter(cb.global_area.report_disk_full)  # readiness after ENOSPC
             assert self.acceptor_chan is not None and self.writer_chan is not None
             self.acceptor_chan.close()
             self.writer_chan.close()
@@ -319,8 +324,11 @@ class Arbiter:
         index = FIRST_WORKER_SLOT + i
 
         def target() -> int:
+            from workers.durability import set_disk_full_reporter
             from workers.process import WorkerHooks, run_worker
             from workers.store import configure_disk_floor
+
+            set_disk_full_reporter(cb.global_area.report_disk_full)  # readiness after ENOSPC
 
             def floor(c: Config) -> None:
                 configure_disk_floor(Path(c.storage.data_dir), c.storage.min_free_bytes,
@@ -352,7 +360,7 @@ class Arbiter:
 
     def _spawn_acceptor(self, chan: socket.socket) -> None:
         cfg, cb, listener = self.cfg, self.cb, self.listener
-        assert cb is not None and listener is not None
+        assert cb is not None and (listener is not None or self.tls_listener is not None)
         links = [(ch.slot, ch.generation, ch.jobs, ch.replies) for ch in self.channels.values()]
         worker_slots = {i: FIRST_WORKER_SLOT + i for i in range(self.n_workers)}
 

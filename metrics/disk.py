@@ -62,3 +62,26 @@ class DiskFloor:
         total = st.f_blocks * st.f_frsize
         floor = max(self.min_free_bytes, int(total * self.min_free_percent / 100))
         return DiskState(free >= floor, free, floor)
+
+
+class FullLatch:
+    """Readiness after a real ENOSPC, which a floor of 0 never sees coming.
+
+    A process whose write failed for lack of space reports (control block) how much free
+    space would have been enough: what was free after its partial file was removed plus the
+    bytes it needed. From that report on the volume counts as full until a sample shows more
+    free space than that ("space returned"); a later report replaces the threshold.
+    """
+
+    def __init__(self) -> None:
+        self.seen_ns = 0  # the last report taken into account
+        self.until_free = 0  # 0 = not latched
+
+    def full(self, report_ns: int, until_free: int, free_bytes: int) -> bool:
+        """True while the last report still holds at ``free_bytes``."""
+        if report_ns != self.seen_ns:
+            self.seen_ns = report_ns
+            self.until_free = until_free
+        if self.until_free and free_bytes > self.until_free:
+            self.until_free = 0
+        return self.until_free > 0

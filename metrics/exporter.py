@@ -27,7 +27,7 @@ from prometheus_client import (
 
 from appliance.ipc.control import ControlBlock, ProcState
 from metrics import registry as m
-from metrics.disk import DiskFloor
+from metrics.disk import DiskFloor, FullLatch
 from metrics.health import liveness, readiness, status
 
 log = structlog.get_logger(component="exporter")
@@ -94,17 +94,27 @@ _DISK_SAMPLE_S = 1.0
 def _disk_sampler(srv: _Server, data_dir: Path, floor: DiskFloor,
                   stop: threading.Event) -> None:
     cb = srv.cb
-    was_ok = True
+    g = cb.global_area
+    was_ok, was_full = True, False
+    latch = FullLatch()
     while not stop.is_set():
         state = floor.sample()
         srv.floor_bytes = state.floor_bytes
-        cb.global_area.set_disk(state.ok, state.free_bytes)
+        full = latch.full(g.disk_full_ns, g.disk_full_until_free, state.free_bytes)
+        g.set_disk(state.ok and not full, state.free_bytes)
         m.DISK_FREE.set(state.free_bytes)
         if state.ok != was_ok:
             (log.info if state.ok else log.error)(
                 "disk.floor_recovered" if state.ok else "disk.below_floor",
                 free_bytes=state.free_bytes, floor_bytes=state.floor_bytes)
             was_ok = state.ok
+        if full != was_full:  # a write failed with ENOSPC (metrics/disk.py FullLatch)
+            if full:
+                log.error("disk.full", free_bytes=state.free_bytes,
+                          ready_above_free_bytes=latch.until_free)
+            else:
+                log.info("disk.space_returned", free_bytes=state.free_bytes)
+            was_full = full
         try:
             index_file = data_dir / "index" / "data.mdb"
             if index_file.exists():

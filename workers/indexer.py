@@ -18,6 +18,14 @@ gets one "DICOM Instances Transferred" event (PS3.15 A.5.3.4) per calling AE and
 batch: what is audited is what was made durable. Group commit needs no timer: while
 one batch syncs, the next accumulates.
 
+A flush or commit that fails (a full volume: the map cannot grow, and LMDB reports the short
+write as EIO) refuses that batch only: its records are acknowledged INDEX_OUT_OF_RESOURCES (the
+worker removes the files and answers 0xA700), readiness is told the disk is full, and the next
+batch tries again. LMDB never overwrites pages a committed transaction uses, so a failed
+commit leaves the index as the last one left it. A panic or corruption error is not
+survivable in place: it propagates, the writer exits and the arbiter halts the appliance for
+systemd to restart it.
+
 Acks that do not fit in a worker's ack ring wait in memory (bounded by that worker's index ring
 capacity) and are retried when the ring signals space; the writer never blocks on a worker.
 When the arbiter replaces a worker it sends the new ring fds over the control socket; the old
@@ -36,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lmdb
 import structlog
 
 from appliance import audit
@@ -43,15 +52,18 @@ from appliance.config import Config, DuplicatePolicy, Durability
 from appliance.ipc.fdpass import recv_with_fds
 from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Ring
+from metrics import fast
 from metrics import registry as m
-from workers.durability import syncfs
+from workers.durability import report_disk_full, syncfs
 from workers.index.schema import InstanceRecord, Outcome, unpack_record
 from workers.index.writer import IndexWriter
 
 log = structlog.get_logger(component="index_writer")
 
 _POLICIES = [DuplicatePolicy.KEEP, DuplicatePolicy.OVERWRITE, DuplicatePolicy.REJECT]
+_BEAT_INTERVAL_S = 0.25  # heartbeat (and orphan check) at least this often while busy
 INDEX_FAILED = 0xFFFF  # ack code (outside Outcome) for a record that could not be indexed
+INDEX_OUT_OF_RESOURCES = 0xFFFE  # ack code: the commit failed for lack of space (0xA700)
 _OUTCOME_LABELS = {int(o): o.name.lower() for o in Outcome}
 
 
@@ -95,21 +107,45 @@ class IndexWriterProcess:
 
     def run(self) -> int:
         ppid = os.getppid()
+        poller, registered = select.poll(), frozenset[int]()
+        beat_at = flush_at = 0.0
+        beat_n = -1
         while True:
-            poller = select.poll()
-            for sr in self._all():
-                poller.register(sr.index.data_fd, select.POLLIN)
-                if sr.backlog:
-                    poller.register(sr.acks.space_fd, select.POLLIN)
-            if self.control is not None:
-                poller.register(self.control.fileno(), select.POLLIN)
-            ready = poller.poll(1000)
+            watched = self._watched()
+            if watched != registered:  # a new poller only when the set changes, not per turn
+                poller, registered = select.poll(), watched
+                for fd in watched:
+                    poller.register(fd, select.POLLIN)
+            timeout = 1000
+            if fast.pending():  # metric tallies: out within FLUSH_INTERVAL_S (metrics/fast.py)
+                timeout = max(0, int((flush_at - time.monotonic()) * 1000) + 1)
+            ready = poller.poll(timeout)
             if self.control is not None and any(fd == self.control.fileno() for fd, _ in ready):
                 self._control()
             self._cycle()
-            self.heartbeat(sum(len(s.backlog) for s in self._all()))
-            if os.getppid() != ppid or (self.stopping and not self._pending()):
+            backlog = sum(len(s.backlog) for s in self._all())
+            now = time.monotonic()
+            if now >= flush_at:
+                fast.flush()
+                flush_at = now + fast.FLUSH_INTERVAL_S
+            if backlog != beat_n or now >= beat_at:
+                self.heartbeat(backlog)
+                beat_n, beat_at = backlog, now + _BEAT_INTERVAL_S
+                if os.getppid() != ppid:
+                    return 0
+            if self.stopping and not self._pending():
                 return 0
+
+    def _watched(self) -> frozenset[int]:
+        """The fds to poll: every index doorbell, the ack rings we wait on, the control."""
+        fds = set()
+        for sr in self._all():
+            fds.add(sr.index.data_fd)
+            if sr.backlog:
+                fds.add(sr.acks.space_fd)
+        if self.control is not None:
+            fds.add(self.control.fileno())
+        return frozenset(fds)
 
     def _pending(self) -> bool:
         return any(s.index.pending_bytes() or s.backlog for s in self._all())
@@ -140,13 +176,46 @@ class IndexWriterProcess:
 
     def _commit(self, batch: list[tuple[SlotRings, int, int, bytes]]) -> None:
         t0 = time.monotonic()
-        if self.mode is Durability.BATCH:
-            syncfs(self.data_dir)  # files of this batch reach the disk before their records
-        by_policy: dict[int, list[int]] = {}
+        results: dict[int, tuple[int, str]] = {}
         committed: list[tuple[InstanceRecord, Outcome]] = []
+        if self._flush_files(batch, results):
+            committed = self._index(batch, results)
+        self.commits += 1
+        if audit.LOG.enabled and committed:
+            audit_batch(committed, self.cfg.network.ae_title)
+        fast.histogram(m.INDEX_COMMIT).observe(time.monotonic() - t0)
+        fast.histogram(m.INDEX_BATCH).observe(len(batch))
+        for i, (sr, token, _, _) in enumerate(batch):
+            code, old = results[i]
+            fast.counter(m.INDEX_RECORDS, _OUTCOME_LABELS.get(code, "failed")).inc()
+            sr.backlog.append((token, code, old.encode()))
+        for sr in {b[0].slot: b[0] for b in batch}.values():
+            self._flush_backlog(sr)
+
+    def _flush_files(self, batch: list[tuple[SlotRings, int, int, bytes]],
+                     results: dict[int, tuple[int, str]]) -> bool:
+        """batch mode: the batch's files reach the disk before their records; False (and every
+        record refused) when the flush reports a writeback error: their data may be lost."""
+        if self.mode is not Durability.BATCH:
+            return True
+        try:
+            syncfs(self.data_dir)
+        except OSError as exc:
+            log.error("index_writer.syncfs_failed", records=len(batch), error=str(exc))
+            report_disk_full(self.data_dir, 0)
+            results.update((i, (INDEX_OUT_OF_RESOURCES, "flush to disk failed"))
+                           for i in range(len(batch)))
+            return False
+        return True
+
+    def _index(self, batch: list[tuple[SlotRings, int, int, bytes]],
+               results: dict[int, tuple[int, str]]) -> list[tuple[InstanceRecord, Outcome]]:
+        """One transaction per duplicate policy present; fills ``results``, returns what
+        was committed."""
+        by_policy: dict[int, list[int]] = {}
         for i, (_, _, policy, _) in enumerate(batch):
             by_policy.setdefault(policy, []).append(i)
-        results: dict[int, tuple[int, str]] = {}
+        committed: list[tuple[InstanceRecord, Outcome]] = []
         for policy, idxs in by_policy.items():
             if policy >= len(_POLICIES):
                 for i in idxs:
@@ -155,21 +224,20 @@ class IndexWriterProcess:
             good, records = _decode(batch, idxs, results)
             if not records:
                 continue
-            outcomes = self.writer.apply_batch(records, _POLICIES[policy])
+            try:
+                outcomes = self.writer.apply_batch(records, _POLICIES[policy])
+            except (lmdb.PanicError, lmdb.CorruptedError):
+                raise
+            except lmdb.Error as exc:  # MapFullError never gets here: the writer grows the map
+                log.error("index_writer.commit_failed", records=len(records), error=str(exc))
+                report_disk_full(self.data_dir, 0)
+                results.update((i, (INDEX_OUT_OF_RESOURCES, "index write failed (disk full?)"))
+                               for i in good)
+                continue
             for i, res in zip(good, outcomes, strict=True):
                 results[i] = (int(res.outcome), res.old_relpath or "")
             committed += zip(records, (res.outcome for res in outcomes), strict=True)
-        self.commits += 1
-        if audit.LOG.enabled and committed:
-            audit_batch(committed, self.cfg.network.ae_title)
-        m.INDEX_COMMIT.observe(time.monotonic() - t0)
-        m.INDEX_BATCH.observe(len(batch))
-        for i, (sr, token, _, _) in enumerate(batch):
-            code, old = results[i]
-            m.INDEX_RECORDS.labels(_OUTCOME_LABELS.get(code, "failed")).inc()
-            sr.backlog.append((token, code, old.encode()))
-        for sr in {b[0].slot: b[0] for b in batch}.values():
-            self._flush_backlog(sr)
+        return committed
 
     def _flush_backlog(self, sr: SlotRings) -> None:
         put = False
@@ -211,7 +279,10 @@ class IndexWriterProcess:
             slot, gen, Ring.attach((fds[0], fds[1], fds[2]), own=True),
             Ring.attach((fds[3], fds[4], fds[5]), own=True),
         )
-        log.info("index_writer.rings_replaced", slot=slot, generation=gen)
+        # A worker killed inside a read transaction leaves its LMDB reader slot behind, pinning
+        # old pages (the map only grows) until someone clears it: dead pids are cleared here.
+        stale = self.writer.env.reader_check()
+        log.info("index_writer.rings_replaced", slot=slot, generation=gen, stale_readers=stale)
 
 
 def audit_batch(committed: list[tuple[InstanceRecord, Outcome]], our_ae: str) -> None:
@@ -280,4 +351,7 @@ def run_index_writer(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ready()
     log.info("index_writer.started", durability=cfg.storage.durability.value)
-    return proc.run()
+    try:
+        return proc.run()
+    finally:
+        fast.flush()  # the last metric tallies (metrics/fast.py)

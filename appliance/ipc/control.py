@@ -11,7 +11,9 @@ Single writer per field, by convention and by who holds the slot:
     global area      appliance_state, arbiter_pid: the arbiter. The disk probe (disk_ok,
                      disk_free_bytes, disk_checked_ns): initialised by the arbiter before
                      fork, then written only by the one process that probes the disk (the
-                     exporter).
+                     exporter). The disk-full report (disk_full_ns, disk_full_until_free):
+                     written by any process whose write failed for lack of space (a worker,
+                     the index writer); last write wins, which is all a latch needs.
     slot, line 0     arbiter-owned: role, generation, pid. Written only while no live child
                      owns the slot (``claim()`` before fork / after reaping; ``pid`` right after
                      fork, a field the child never writes).
@@ -63,6 +65,7 @@ _U64 = struct.Struct("=Q")
 _G_MAGIC, _G_VERSION, _G_NSLOTS = 0, 8, 12
 _G_APP_STATE, _G_DISK_OK, _G_ARBITER_PID = 16, 20, 24
 _G_DISK_FREE, _G_DISK_CHECKED = 32, 40
+_G_DISK_FULL_UNTIL, _G_DISK_FULL_NS = 48, 56
 
 # Slot offsets: line 0 arbiter-owned, line 1 child-owned.
 _S_ROLE, _S_GENERATION, _S_PID = 0, 4, 8
@@ -283,6 +286,22 @@ class GlobalView(_Words):
         self.set_u64(_G_DISK_FREE, free_bytes)
         self.set_u64(_G_DISK_CHECKED, time.monotonic_ns() if checked_ns is None else checked_ns)
         self.set_u32(_G_DISK_OK, 1 if ok else 0)
+
+    @property
+    def disk_full_ns(self) -> int:
+        """monotonic_ns of the last write that failed for lack of space; 0 = never."""
+        return self.u64(_G_DISK_FULL_NS)
+
+    @property
+    def disk_full_until_free(self) -> int:
+        """Free bytes the volume needs before that failure counts as resolved."""
+        return self.u64(_G_DISK_FULL_UNTIL)
+
+    def report_disk_full(self, until_free_bytes: int) -> None:
+        """A write failed for lack of space (ENOSPC); the threshold before the timestamp so a
+        reader that sees the new timestamp sees its threshold."""
+        self.set_u64(_G_DISK_FULL_UNTIL, until_free_bytes)
+        self.set_u64(_G_DISK_FULL_NS, time.monotonic_ns())
 
     def snapshot(self) -> GlobalState:
         return GlobalState(

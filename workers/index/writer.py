@@ -26,7 +26,12 @@ its series record names, and under the patient its study record names, even when
 itself claims otherwise; removal follows the same records, so counts always balance.
 
 MapFullError aborts the transaction; the map is doubled (``set_mapsize``, allowed because no
-transaction of ours is open) and the batch is retried from the start.
+transaction of ours is open) and the batch is retried from the start. Growing costs nothing
+until pages are written (the file is sparse); readers in other processes adopt the new size
+when their next transaction reports MapResizedError (reader.py). If the volume itself is full,
+the commit fails with an lmdb.Error (EIO for the short write) and the transaction is aborted:
+LMDB writes only to free pages and switches the meta page last, so the index stays as the last
+successful commit left it (the index writer refuses that batch, workers/indexer.py).
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import lmdb
+import structlog
 
 from appliance.config import DuplicatePolicy
 from workers.index.schema import (
     DEFAULT_MAP_SIZE,
+    SAVED_BYTES_KEY,
     STORED_BYTES_KEY,
     IndexEnv,
     InstanceRecord,
@@ -63,6 +70,8 @@ from workers.index.schema import (
 
 R = TypeVar("R", PatientRecord, StudyRecord, SeriesRecord)
 T = TypeVar("T")
+
+log = structlog.get_logger(component="index_writer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +137,10 @@ class IndexWriter:
 
     def _grow(self) -> None:
         env = self._index.env
-        env.set_mapsize(env.info()["map_size"] * 2)
+        size = env.info()["map_size"] * 2
+        env.set_mapsize(size)
         self.map_growths += 1
+        log.info("index.map_grown", map_size_bytes=size)
 
 
 class _Batch:
@@ -143,6 +154,7 @@ class _Batch:
         self.studies: dict[bytes, StudyRecord | None] = {}
         self.series: dict[bytes, SeriesRecord | None] = {}
         self.stored_bytes_delta = 0
+        self.saved_bytes_delta = 0  # compression on ingest (InstanceRecord.saved_bytes)
 
     def _get(self, cache: dict[bytes, R | None], db: str, cls: type[R], k: bytes) -> R | None:
         if k in cache:
@@ -211,6 +223,7 @@ class _Batch:
         series.stored_bytes += r.size_bytes
         study.stored_bytes += r.size_bytes
         self.stored_bytes_delta += r.size_bytes
+        self.saved_bytes_delta += r.saved_bytes
         if r.modality and _count_up(study.modalities, r.modality):
             txn.put(key(r.modality), st_k, db=dbs["by_modality"])
         if r.sop_class_uid:
@@ -222,6 +235,7 @@ class _Batch:
         se_k = key(old.series_instance_uid)
         txn.delete(se_k, sop, db=dbs["series_instances"])
         self.stored_bytes_delta -= old.size_bytes
+        self.saved_bytes_delta -= old.saved_bytes
         series = self._get(self.series, "series", SeriesRecord, se_k)
         study = patient = None
         st_k = p_k = b""
@@ -272,6 +286,10 @@ class _Batch:
             meta = dbs["meta"]
             total = int(txn.get(STORED_BYTES_KEY, b"0", db=meta)) + self.stored_bytes_delta
             txn.put(STORED_BYTES_KEY, str(total).encode(), db=meta)
+        if self.saved_bytes_delta:
+            meta = dbs["meta"]
+            saved = int(txn.get(SAVED_BYTES_KEY, b"0", db=meta)) + self.saved_bytes_delta
+            txn.put(SAVED_BYTES_KEY, str(saved).encode(), db=meta)
 
 
 def _count_up(counts: dict[str, int], value: str) -> bool:
