@@ -222,6 +222,7 @@ def _db_stats(cfg: Config, as_json: bool) -> int:
         "series": st.series,
         "instances": st.instances,
         "stored_bytes": st.stored_bytes,
+        "saved_bytes": st.saved_bytes,  # by [storage] compress_on_ingest (workers/compress.py)
     }
     if as_json:
         print(json.dumps(data))

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import tempfile
 import zlib
 from collections import deque
@@ -350,10 +351,11 @@ class QRSCU(SCU):
         relational: bool = False,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_threshold_bytes: int = _SPOOL_THRESHOLD_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(
             host, port, calling_ae=calling_ae, called_ae=called_ae, contexts=contexts,
-            max_pdu_bytes=max_pdu_bytes, timeout_s=timeout_s,
+            max_pdu_bytes=max_pdu_bytes, timeout_s=timeout_s, ssl_context=ssl_context,
         )  # fmt: skip
         self.scp_role_for = tuple(dict.fromkeys(scp_role_for))
         self.relational = relational

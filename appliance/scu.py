@@ -7,7 +7,9 @@ the only I/O: bytes read go into ``Association.receive_data``; bytes to write co
 ``Association.send`` / ``send_pdata_items`` and are written at once with ``sendmsg`` (gather
 writes, so data set slices are never concatenated). Every socket operation is bounded by
 ``timeout_s`` (``TimeoutError``); the core's ARTIM timer is not needed because we close the
-socket ourselves after release or abort.
+socket ourselves after release or abort. With an ``ssl_context`` (DICOM over TLS, PS3.15 B.9)
+the socket is wrapped right after connect; an ``SSLSocket`` has no ``sendmsg``, so small
+buffers are coalesced into one write and data set slices are written as they are.
 
 DIMSE is strictly synchronous (no Asynchronous Operations Window is proposed, PS3.7 D.3.3.3):
 one request is outstanding at a time, so the first response with a matching Message ID
@@ -33,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -95,6 +98,8 @@ _MAX_IOVECS: Final = 960
 _FLUSH_BYTES: Final = 1024 * 1024
 # store_file reads the data set in blocks of about this size (a whole number of PDVs).
 _FILE_BLOCK_BYTES: Final = 4 * 1024 * 1024
+# Over TLS, buffers smaller than this are gathered into one write (one TLS record is 16 KiB).
+_TLS_COALESCE_BYTES: Final = 16 * 1024
 _MAX_CONTEXTS: Final = 128  # odd context ids 1..255 (PS3.8 §9.3.2.2)
 _MESSAGE_ID_MAX: Final = 0xFFFF  # (0000,0110) is US
 _AE_TITLE_MAX: Final = 16
@@ -265,6 +270,7 @@ class SCU:
         contexts: Sequence[ProposedContext],
         max_pdu_bytes: int = 1_048_576,
         timeout_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not contexts:
             raise ValueError("at least one presentation context must be proposed")
@@ -283,6 +289,10 @@ class SCU:
         self.contexts = tuple(contexts)
         self.max_pdu_bytes = max_pdu_bytes
         self.timeout_s = timeout_s
+        # DICOM over TLS (PS3.15 B.9; appliance.tls.client_context): the handshake runs right
+        # after connect, within timeout_s, with ``host`` as server_hostname (SNI, and the name
+        # checked when the context has check_hostname).
+        self.ssl_context = ssl_context
         self.accepted: dict[int, tuple[str, str]] = {}
         # The A-ASSOCIATE-AC of the current association (its user information carries the
         # peer's answers to role selection and extended negotiation, PS3.7 D.3.3).
@@ -317,11 +327,21 @@ class SCU:
         """The peer's Maximum Length Received (PS3.8 D.1); 0 = unlimited."""
         return self._assoc.peer_max_pdu if self._assoc is not None else 0
 
+    @property
+    def tls_session(self) -> tuple[str, str] | None:
+        """(TLS version, cipher) of the open connection; None over plain TCP."""
+        sock = self._sock
+        if not isinstance(sock, ssl.SSLSocket):
+            return None
+        cipher = sock.cipher()
+        return (sock.version() or "", cipher[0] if cipher else "")
+
     def associate(self) -> None:
         """Connect and negotiate (PS3.8 §9.3.2-9.3.4); fills ``accepted``.
 
-        Raises ``AssociationRejected``, ``AssociationAborted``, ``TimeoutError`` or
-        ``ConnectionError``.
+        Raises ``AssociationRejected``, ``AssociationAborted``, ``TimeoutError``,
+        ``ConnectionError`` or, with an ``ssl_context``, ``ssl.SSLError`` (handshake
+        failed: the peer's certificate is not trusted, or it refused ours).
         """
         if self._sock is not None:
             raise LocalULError("already associated")
@@ -335,12 +355,26 @@ class SCU:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
         # Small PDUs (A-ASSOCIATE-RQ, command sets) must not wait for Nagle's algorithm.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
         self._sock, self._assoc = sock, assoc
         self._assembler = MessageAssembler()
         self._message_id = 0
         try:
             self._write([assoc.connection_established(time.monotonic())])
             ev = self._next_event()
+        except AssociationAborted as exc:
+            self._close()
+            if self.ssl_context is None or exc.source is not None:
+                raise
+            # TLS 1.3: a server that refuses our certificate (or our lack of one) does so
+            # after the client's side of the handshake is done, often by just closing.
+            raise AssociationAborted(f"{exc} right after the TLS handshake (does it require "
+                                     "a client certificate?)", by_peer=True) from exc
         except BaseException:
             self._close()
             raise
@@ -599,7 +633,7 @@ class SCU:
     def _recv(self, sock: socket.socket) -> bytes:
         try:
             return sock.recv(_RECV_BYTES)
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLEOFError):
             return b""  # same as an orderly close for the UL: Evt17
         except BaseException:
             self.abort()
@@ -636,6 +670,9 @@ class SCU:
         views = [memoryview(b).cast("B") for b in buffers if len(b)]
         first = 0
         try:
+            if isinstance(sock, ssl.SSLSocket):
+                _write_tls(sock, views)  # no sendmsg on an SSLSocket
+                return
             while first < len(views):
                 sent = sock.sendmsg(views[first : first + _MAX_IOVECS])
                 while sent:
@@ -646,7 +683,7 @@ class SCU:
                     else:
                         views[first] = views[first][sent:]
                         sent = 0
-        except (BrokenPipeError, ConnectionResetError) as exc:
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError) as exc:
             self._raise_pending_abort(exc)
         except BaseException:
             self.abort()
@@ -677,6 +714,26 @@ class SCU:
                     if isinstance(ev, AbortReceived):
                         return ev
         return None
+
+
+def _write_tls(sock: ssl.SSLSocket, views: list[memoryview]) -> None:
+    """``views`` in order over TLS. Small pieces (PDU and PDV headers, command sets) are
+    coalesced so each does not become a TLS record of its own; large data set slices are
+    written as they are, without a copy."""
+    pending = bytearray()
+    for view in views:
+        if view.nbytes < _TLS_COALESCE_BYTES:
+            pending += view
+            if len(pending) >= _TLS_COALESCE_BYTES:
+                sock.sendall(pending)
+                pending.clear()
+            continue
+        if pending:
+            sock.sendall(pending)
+            pending.clear()
+        sock.sendall(view)
+    if pending:
+        sock.sendall(pending)
 
 
 def _file_pdus(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Sequence
@@ -331,7 +332,9 @@ class WorkflowSCU(QRSCU):
             if remaining <= 0:
                 raise _WaitOver
             wait = min(remaining, _POLL_S) if listener is not None else remaining
-            if select.select([sock], [], [], wait)[0]:
+            # TLS: decrypted bytes already buffered in the SSLSocket do not wake select
+            if (isinstance(sock, ssl.SSLSocket) and sock.pending()) or select.select(
+                    [sock], [], [], wait)[0]:
                 break
         return super()._recv(sock)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import tempfile
 import time
@@ -38,11 +39,12 @@ EXIT_REJECTED: Final = 4  # A-ASSOCIATE-RJ
 EXIT_ABORTED: Final = 5  # A-ABORT, connection lost, or the peer broke the protocol
 EXIT_NO_CONTEXT: Final = 6  # the peer accepted no presentation context for the request
 EXIT_WRITE: Final = 7  # an output file could not be written
+EXIT_TLS: Final = 8  # the TLS handshake failed (certificate not trusted or refused)
 
 _EXIT_CODES_HELP: Final = (
     "exit codes: 0 success, 1 operation failed, 2 bad arguments or input, 3 host unreachable "
     "or timeout, 4 association rejected, 5 association aborted, 6 no accepted presentation "
-    "context, 7 cannot write output"
+    "context, 7 cannot write output, 8 TLS handshake failed"
 )
 _LEVELS: Final = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 # Shown when `find` is given no keys at all: the level's unique key plus a few display keys.
@@ -109,6 +111,49 @@ def _network_args(p: argparse.ArgumentParser) -> None:
                    help="largest PDU we accept (default 1048576)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("-v", "--verbose", action="store_true", help="print more details")
+    _tls_args(p)
+
+
+def _tls_args(p: argparse.ArgumentParser) -> None:
+    """DICOM over TLS (PS3.15 B.9), DCMTK's +tls / +tla / +cf under argparse-able names."""
+    g = p.add_argument_group("DICOM over TLS (BCP 195 non-downgrading: TLS 1.2/1.3)")
+    who = g.add_mutually_exclusive_group()
+    who.add_argument("--tls", nargs=2, metavar=("KEY", "CERT"), dest="tls_identity",
+                     help="use TLS, presenting this PEM private key and certificate "
+                          "(DCMTK +tls)")
+    who.add_argument("--tls-anonymous", action="store_true",
+                     help="use TLS without a client certificate (DCMTK +tla)")
+    g.add_argument("--tls-ca", action="append", default=[], metavar="FILE",
+                   help="PEM CA certificate(s) the peer's certificate must chain to; "
+                        "repeatable (DCMTK +cf; default: the system trust store)")
+    g.add_argument("--tls-check-hostname", action="store_true",
+                   help="also require the peer's certificate to name HOST")
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client context the TLS flags ask for, or None for plain TCP."""
+    from appliance import tls
+    from appliance.errors import ConfigError
+
+    identity = args.tls_identity
+    if identity is None and not args.tls_anonymous:
+        if args.tls_ca or args.tls_check_hostname:
+            raise CLIError(EXIT_USAGE, "--tls-ca/--tls-check-hostname need --tls KEY CERT "
+                                       "or --tls-anonymous")
+        return None
+    key, cert = identity or ("", "")
+    cas = list(args.tls_ca)
+    try:
+        ctx = tls.client_context(ca_file=cas[0] if cas else "", certificate=cert,
+                                 private_key=key, check_hostname=args.tls_check_hostname)
+    except ConfigError as exc:
+        raise CLIError(EXIT_USAGE, str(exc)) from None
+    for extra in cas[1:]:
+        try:
+            ctx.load_verify_locations(cafile=extra)
+        except (OSError, ssl.SSLError) as exc:
+            raise CLIError(EXIT_USAGE, f"CA file {extra!r}: {exc}") from None
+    return ctx
 
 
 def _progress_args(p: argparse.ArgumentParser) -> None:
@@ -144,6 +189,11 @@ def _guard(verb: str, handler: Callable[[argparse.Namespace], int]) -> Callable[
             code, message = EXIT_ABORTED, f"association aborted: {exc}"
         except NoAcceptedContext as exc:
             code, message = EXIT_NO_CONTEXT, str(exc)
+        except ssl.SSLError as exc:  # before OSError, its base class
+            from appliance.tls import describe
+
+            code = EXIT_TLS
+            message = f"TLS with {args.host}:{args.port} failed: {describe(exc)}"
         except TimeoutError:
             code, message = EXIT_UNREACHABLE, f"{args.host}:{args.port}: timed out"
         except OSError as exc:  # refused, unreachable, name not resolved
@@ -199,7 +249,10 @@ def _echo(args: argparse.Namespace) -> int:
     contexts = [ProposedContext(VERIFICATION, (IMPLICIT_VR_LITTLE_ENDIAN,))]
     failed = 0
     with SCU(args.host, args.port, calling_ae=args.calling_ae, called_ae=args.called_ae,
-             contexts=contexts, max_pdu_bytes=args.max_pdu, timeout_s=args.timeout) as scu:
+             contexts=contexts, max_pdu_bytes=args.max_pdu, timeout_s=args.timeout,
+             ssl_context=tls_context(args)) as scu:
+        if args.verbose and scu.tls_session is not None:
+            print("TLS: {} {}".format(*scu.tls_session))
         for _ in range(args.repeat):  # echoscu -r: all on one association
             start = time.monotonic()
             status = scu.echo()
@@ -369,7 +422,7 @@ def _qr_scu(args: argparse.Namespace, sop_classes: Sequence[str], **kw: Any) -> 
     contexts = kw.pop("contexts", None) or qr_contexts(sop_classes)
     return QRSCU(args.host, args.port, calling_ae=args.calling_ae, called_ae=args.called_ae,
                  contexts=contexts, max_pdu_bytes=args.max_pdu, timeout_s=args.timeout,
-                 **kw)  # fmt: skip
+                 ssl_context=tls_context(args), **kw)  # fmt: skip
 
 
 def _final_check(verb: str, status: int, quiet: bool, detail: str = "") -> int:
@@ -636,7 +689,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 __all__ = [
-    "EXIT_ABORTED", "EXIT_FAILED", "EXIT_NO_CONTEXT", "EXIT_OK", "EXIT_REJECTED",
+    "EXIT_ABORTED", "EXIT_FAILED", "EXIT_NO_CONTEXT", "EXIT_OK", "EXIT_REJECTED", "EXIT_TLS",
     "EXIT_UNREACHABLE", "EXIT_USAGE", "EXIT_WRITE", "CLIError", "Progress", "apply_key",
-    "build_identifier", "parse_key", "register",
+    "build_identifier", "parse_key", "register", "tls_context",
 ]  # fmt: skip

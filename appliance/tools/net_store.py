@@ -24,6 +24,7 @@ from appliance.tools.net_cli import (
     CLIError,
     Progress,
     _write_atomically,
+    tls_context,
 )
 
 _MEDIA_STORAGE_DIRECTORY: Final = "1.2.840.10008.1.3.10"  # DICOMDIR: not for C-STORE
@@ -45,6 +46,7 @@ class _StoreRun:
         self.bar = Progress(args.progress)
         self.lock = threading.Lock()
         self.connect_errors: list[BaseException] = []
+        self.ssl_context = tls_context(args)  # one for every -j association (thread-safe)
 
     def add(self, path: Path, uid: str | None, result: str, status: int | None = None,
             error: str | None = None, size: int = 0) -> None:  # fmt: skip
@@ -102,7 +104,8 @@ def _store_worker(run: _StoreRun, contexts: list[Any], group: list[tuple[Path, A
 
     args = run.args
     scu = SCU(args.host, args.port, calling_ae=args.calling_ae, called_ae=args.called_ae,
-              contexts=contexts, max_pdu_bytes=args.max_pdu, timeout_s=args.timeout)
+              contexts=contexts, max_pdu_bytes=args.max_pdu, timeout_s=args.timeout,
+              ssl_context=run.ssl_context)
     try:
         scu.associate()
     except (OSError, AssociationRejected, AssociationAborted) as exc:

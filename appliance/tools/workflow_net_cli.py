@@ -31,6 +31,7 @@ from appliance.tools.net_cli import (
     _parser,
     _status_text,
     apply_key,
+    tls_context,
 )
 from appliance.tools.net_store import iter_files
 
@@ -491,7 +492,8 @@ def _workflow_scu(args: argparse.Namespace, sop_classes: list[str]) -> WorkflowS
 
     return WorkflowSCU(args.host, args.port, calling_ae=args.calling_ae,
                        called_ae=args.called_ae, contexts=workflow_contexts(sop_classes),
-                       max_pdu_bytes=args.max_pdu, timeout_s=args.timeout)  # fmt: skip
+                       max_pdu_bytes=args.max_pdu, timeout_s=args.timeout,
+                       ssl_context=tls_context(args))  # fmt: skip
 
 
 def add_worklist_network_verbs(worklist_sub: argparse._SubParsersAction[Any]) -> None:

@@ -13,16 +13,24 @@ import ssl
 import subprocess
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from appliance import reload
 from appliance.config import TlsConfig, from_mapping
 from appliance.errors import ConfigError
-from appliance.tls import server_context
+from appliance.tls import (
+    BCP195_ND_CIPHERS,
+    client_identity,
+    fingerprint,
+    reload_server,
+    scu_context,
+    server_context,
+)
 from tests.conftest import Appliance, _finish, dcmtk_env, free_port, require_tool, run_tool
 
 pytestmark = pytest.mark.interop
@@ -60,6 +68,18 @@ class Pki:
     stranger_cert: Path  # signed by a CA the appliance does not trust
     stranger_key: Path
 
+    @property
+    def directory(self) -> Path:
+        return self.ca.parent
+
+    def issue(self, name: str, ext: str = "server_ext", ca: str = "test-ca",
+              serial: int | None = None) -> tuple[Path, Path]:
+        """A new (certificate, key) ``name`` signed by ``ca`` (test-ca or stranger-ca), with
+        ``ext`` from the config (server_ext: for 127.0.0.1 and localhost; client_ext)."""
+        d = self.directory
+        serial = serial if serial is not None else 100 + len(list(d.glob("*.csr")))
+        return _make_leaf(d, name, (d / f"{ca}.pem", d / f"{ca}.key"), ext, serial)
+
 
 def _openssl(*args: str, cwd: Path) -> None:
     cp = subprocess.run([require_tool("openssl"), *args], cwd=cwd, capture_output=True,
@@ -96,22 +116,33 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(ca[0], *server, *client, *stranger)
 
 
-def _tls_toml(pki: Pki, port: int, verify_client: bool) -> str:
-    return (f'[tls]\nenabled = true\nport = {port}\ncertificate = "{pki.server_cert}"\n'
-            f'private_key = "{pki.server_key}"\nca_file = "{pki.ca}"\n'
-            f"verify_client = {'true' if verify_client else 'false'}\n")
+def _tls_toml(pki: Pki, port: int, verify_client: bool, *, plain: bool = True,
+              cert: Path | None = None, key: Path | None = None) -> str:
+    return (f'[tls]\nenabled = true\nport = {port}\n'
+            f'certificate = "{cert or pki.server_cert}"\n'
+            f'private_key = "{key or pki.server_key}"\nca_file = "{pki.ca}"\n'
+            f"verify_client = {'true' if verify_client else 'false'}\n"
+            f"plain = {'true' if plain else 'false'}\n")
 
 
 class TlsAppliance(Appliance):
-    """An Appliance whose [tls] port is picked (free) at each start."""
+    """An Appliance whose [tls] port is picked (free) at each start. ``tls_extra`` is added
+    to the [tls] table, ``extra_config`` after it (e.g. [ae_table.X] tables); ``cert`` and
+    ``key`` replace the PKI's server pair (files the test may swap)."""
 
-    def __init__(self, root: Path, pki: Pki, verify_client: bool) -> None:
+    def __init__(self, root: Path, pki: Pki, verify_client: bool, *, plain: bool = True,
+                 tls_extra: str = "", extra_config: str = "", cert: Path | None = None,
+                 key: Path | None = None) -> None:
         super().__init__(root)
         self.pki, self.verify_client, self.tls_port = pki, verify_client, 0
+        self.plain, self.tls_extra, self.extra_config = plain, tls_extra, extra_config
+        self.cert, self.key = cert, key
 
     def command(self) -> list[str]:
         self.tls_port = free_port()
-        self.config = _tls_toml(self.pki, self.tls_port, self.verify_client)
+        self.config = (_tls_toml(self.pki, self.tls_port, self.verify_client,
+                                 plain=self.plain, cert=self.cert, key=self.key)
+                       + self.tls_extra + self.extra_config)
         return super().command()
 
 
@@ -299,3 +330,54 @@ def test_enabled_tls_needs_existing_files(pki: Pki, tmp_path: Path) -> None:
                            private_key=str(pki.client_key))
     with pytest.raises(ConfigError, match="private_key"):
         server_context(mismatched)
+
+
+def test_tls_only_and_client_settings(pki: Pki, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[tls\] plain = false needs enabled = true"):
+        from_mapping({"tls": {"plain": False}})
+    with pytest.raises(ConfigError, match="client_certificate and client_private_key go"):
+        from_mapping({"tls": {"client_certificate": str(pki.client_cert)}})
+    viewer = {"VIEWER": {"host": "127.0.0.1", "port": 104, "tls": True}}
+    with pytest.raises(ConfigError, match=r"\[tls\] ca_file: no such file"):
+        from_mapping({"tls": {"ca_file": str(tmp_path / "missing.pem")}, "ae_table": viewer})
+    with pytest.raises(ConfigError, match=r"\[tls\] client_private_key: no such file"):
+        from_mapping({"tls": {"client_certificate": str(pki.client_cert),
+                              "client_private_key": str(tmp_path / "missing.key")}})
+    cfg = from_mapping({"tls": {"ca_file": str(pki.ca), "client_certificate":
+                                str(pki.client_cert), "client_private_key":
+                                str(pki.client_key)}, "ae_table": viewer})
+    peer = cfg.remote_ae("VIEWER")
+    assert peer is not None and peer.tls
+    ctx = scu_context(cfg.tls)
+    assert ctx.verify_mode is ssl.CERT_REQUIRED and not ctx.check_hostname
+    assert ctx.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert {c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"} <= set(
+        BCP195_ND_CIPHERS.split(":"))
+    # no client pair of its own: the appliance presents its server certificate
+    both = TlsConfig(certificate="s.pem", private_key="s.key")
+    assert client_identity(both) == ("s.pem", "s.key")
+    assert client_identity(replace(both, client_certificate="c.pem",
+                                   client_private_key="c.key")) == ("c.pem", "c.key")
+    with pytest.raises(ConfigError, match=r"^\[tls\] client certificate"):
+        scu_context(replace(cfg.tls, client_private_key=str(pki.server_key)))  # not its key
+    assert scu_context(replace(cfg.tls, check_hostname=True)).check_hostname
+
+
+def test_sighup_takes_the_tls_files_not_the_port(pki: Pki) -> None:
+    old = from_mapping({"tls": {"enabled": True, "certificate": str(pki.server_cert),
+                                "private_key": str(pki.server_key)}})
+    new = from_mapping({"tls": {"enabled": True, "port": 2763,
+                                "certificate": str(pki.client_cert),
+                                "private_key": str(pki.client_key), "ca_file": str(pki.ca),
+                                "check_hostname": True}})
+    merged, restart = reload.merge(old, new)
+    assert (merged.tls.certificate, merged.tls.private_key, merged.tls.ca_file) == (
+        str(pki.client_cert), str(pki.client_key), str(pki.ca))
+    assert merged.tls.check_hostname and merged.tls.port == 2762
+    assert restart == ["tls.port"]
+    # the live context: a pair that loads is taken; one that does not raises, untouched
+    ctx = server_context(old.tls)
+    reload_server(ctx, merged.tls)
+    with pytest.raises(ConfigError, match="private_key"):
+        reload_server(ctx, replace(merged.tls, private_key=str(pki.server_key)))
+    assert fingerprint(str(pki.server_cert)) != fingerprint(str(pki.client_cert)) != ""
