@@ -18,6 +18,7 @@ from typing import Any
 import lmdb
 
 from workers.index.schema import (
+    SAVED_BYTES_KEY,
     STORED_BYTES_KEY,
     IndexEnv,
     InstanceRecord,
@@ -40,6 +41,7 @@ class IndexStats:
     series: int
     instances: int
     stored_bytes: int
+    saved_bytes: int = 0  # disk bytes saved by compression on ingest (workers/compress.py)
 
 
 # Secondary index name -> how a query value is turned into its key.
@@ -117,6 +119,7 @@ class IndexReader:
                 patients=entries("patients"), studies=entries("studies"),
                 series=entries("series"), instances=entries("instances"),
                 stored_bytes=int(bytes(txn.get(STORED_BYTES_KEY, b"0", db=self._db("meta")))),
+                saved_bytes=int(bytes(txn.get(SAVED_BYTES_KEY, b"0", db=self._db("meta")))),
             )
 
     # ---- scans -----------------------------------------------------------------------

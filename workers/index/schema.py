@@ -4,7 +4,8 @@ THEORY OF OPERATION
 -------------------
 One environment at ``<data>/index`` holds named sub-databases:
 
-    meta             b"schema_version" -> b"1"; b"stored_bytes" -> decimal total of size_bytes
+    meta             b"schema_version" -> b"1"; b"stored_bytes" -> decimal total of size_bytes;
+                     b"saved_bytes" -> decimal total saved by compression on ingest
     patients         patient key  -> PatientRecord
     studies          Study UID    -> StudyRecord
     series           Series UID   -> SeriesRecord
@@ -46,6 +47,7 @@ from workers.header import IndexAttributes
 SCHEMA_VERSION = b"1"
 SCHEMA_VERSION_KEY = b"schema_version"
 STORED_BYTES_KEY = b"stored_bytes"
+SAVED_BYTES_KEY = b"saved_bytes"  # absent in older indexes = 0, which they are
 DEFAULT_MAP_SIZE = 64 * 1024**3  # sparse file: costs nothing until used
 
 # The patient key for an empty PatientID: (0010,0020) is type 2, and many objects carry it
@@ -82,6 +84,20 @@ class InstanceRecord(IndexAttributes):
     transfer_syntax_uid: str
     received_at: float  # seconds since the epoch
     calling_ae: str
+    # Compressed on ingest (workers/compress.py): the syntax and Part 10 size as received.
+    # "" / 0 = stored as received. Appended last: older records, one field shorter, still read.
+    received_transfer_syntax_uid: str = ""
+    received_size_bytes: int = 0
+
+    @property
+    def original_transfer_syntax_uid(self) -> str:
+        """The transfer syntax the object was received in."""
+        return self.received_transfer_syntax_uid or self.transfer_syntax_uid
+
+    @property
+    def saved_bytes(self) -> int:
+        """Disk bytes saved by compression on ingest (0 when stored as received)."""
+        return self.received_size_bytes - self.size_bytes if self.received_size_bytes else 0
 
     @classmethod
     def from_attributes(
@@ -93,11 +109,15 @@ class InstanceRecord(IndexAttributes):
         transfer_syntax_uid: str,
         received_at: float,
         calling_ae: str,
+        received_transfer_syntax_uid: str = "",
+        received_size_bytes: int = 0,
     ) -> InstanceRecord:
         values = {name: getattr(attrs, name) for name in _ATTRIBUTE_NAMES}
         return cls(**values, relpath=relpath, size_bytes=size_bytes,
                    transfer_syntax_uid=transfer_syntax_uid, received_at=received_at,
-                   calling_ae=calling_ae)
+                   calling_ae=calling_ae,
+                   received_transfer_syntax_uid=received_transfer_syntax_uid,
+                   received_size_bytes=received_size_bytes)
 
     def attributes(self) -> IndexAttributes:
         return IndexAttributes(*(getattr(self, name) for name in _ATTRIBUTE_NAMES))
@@ -105,6 +125,8 @@ class InstanceRecord(IndexAttributes):
 
 _ATTRIBUTE_NAMES = tuple(f.name for f in fields(IndexAttributes))
 _RECORD_NAMES = tuple(f.name for f in fields(InstanceRecord))
+# Records written before compression on ingest existed end at calling_ae.
+_V1_RECORD_FIELDS = _RECORD_NAMES.index("calling_ae") + 1
 
 
 def pack_record(record: InstanceRecord) -> bytes:
@@ -116,9 +138,10 @@ def pack_record(record: InstanceRecord) -> bytes:
 
 def unpack_record(data: bytes | memoryview) -> InstanceRecord:
     values = msgpack.unpackb(data, raw=False, use_list=True)
-    if not isinstance(values, list) or len(values) != len(_RECORD_NAMES):
+    if not isinstance(values, list) or len(values) not in (len(_RECORD_NAMES),
+                                                          _V1_RECORD_FIELDS):
         raise ValueError("not a packed InstanceRecord of this schema")
-    return InstanceRecord(**dict(zip(_RECORD_NAMES, values, strict=True)))
+    return InstanceRecord(**dict(zip(_RECORD_NAMES, values, strict=False)))
 
 
 @dataclass(slots=True)

@@ -2,9 +2,11 @@
 statuses of the sub-operations (PS3.4 C.4.2.1.3, C.4.3.1.3; PS3.7 Tables 9.3-7, 9.3-10).
 
 An object goes out in its stored transfer syntax when the peer accepted it; otherwise it is
-converted (``workers.transcode``) to a syntax the peer accepted. An object that cannot be
-sent or converted is a failed sub-operation (its SOP Instance UID goes to the Failed SOP
-Instance UID List), never an aborted association.
+converted (``workers.transcode``) to a syntax the peer accepted. An object compressed on
+ingest (``workers.compress``) is first restored to the bytes it was received as, so a peer
+that accepts that syntax gets them exactly, and any other conversion starts from them. An
+object that cannot be sent or converted is a failed sub-operation (its SOP Instance UID goes
+to the Failed SOP Instance UID List), never an aborted association.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.dimse.status import Status
+from workers.compress import restore_dataset
 from workers.index.schema import InstanceRecord
 from workers.part10 import read_part10_header
 from workers.transcode import TranscodeError, choose_transfer_syntax, transcode_dataset
@@ -34,11 +37,12 @@ class RetrieveItem:
     sop_instance_uid: str
     relpath: str
     transfer_syntax_uid: str
+    received_transfer_syntax_uid: str = ""  # set when compressed on ingest
 
     @classmethod
     def of(cls, record: InstanceRecord) -> RetrieveItem:
         return cls(record.sop_class_uid, record.sop_instance_uid, record.relpath,
-                   record.transfer_syntax_uid)
+                   record.transfer_syntax_uid, record.received_transfer_syntax_uid)
 
 
 @dataclass(slots=True)
@@ -104,7 +108,13 @@ def prepare(data_dir: Path, item: RetrieveItem, accepted: Collection[str]) -> Pr
     except (OSError, ValueError) as exc:
         raise CannotSend(f"cannot read {item.relpath}: {exc}") from exc
     stored = info.transfer_syntax_uid or item.transfer_syntax_uid
-    target = choose_transfer_syntax(stored, accepted)
+    original = item.received_transfer_syntax_uid
+    if original == stored:
+        original = ""
+    if stored in accepted or not original:
+        target = choose_transfer_syntax(stored, accepted)
+    else:
+        target = choose_transfer_syntax(original, accepted)
     if target is None:
         raise CannotSend(f"peer accepts none of {sorted(accepted)} for {stored}, and no "
                          "conversion reaches them")
@@ -114,7 +124,10 @@ def prepare(data_dir: Path, item: RetrieveItem, accepted: Collection[str]) -> Pr
     try:
         with open(path, "rb") as fh:
             fh.seek(info.dataset_offset)
-            converted = transcode_dataset(fh.read(), stored, target)
+            data = fh.read()
+        if original:
+            data = restore_dataset(data, original)
+        converted = transcode_dataset(data, original or stored, target)
     except (OSError, TranscodeError) as exc:
         raise CannotSend(f"cannot convert {stored} -> {target}: {exc}") from exc
     return Prepared(target, path, info.dataset_offset, len(converted), converted)
