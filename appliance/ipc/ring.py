@@ -360,6 +360,10 @@ class Ring:
         """Producer: clear ``space_fd`` (e.g. in the event-loop callback before retrying)."""
         _drain_eventfd(self._space_fd)
 
+    def unnotified_bytes(self) -> int:
+        """Producer: bytes put since the last ``notify`` (invisible to the consumer so far)."""
+        return self._head - self._notified_head
+
     def notify(self) -> None:
         """Ring the data doorbell for everything put since the last notify (no-op if none)."""
         delta = self._head - self._notified_head
