@@ -25,6 +25,9 @@ for an association, and its Calling AE Title is the only identity the Upper Laye
   ASSOCIATION_ACCEPTED / _CLOSED User Authentication (110114), Login (110122) / Logout
   ASSOCIATION_REJECTED           Security Alert (110113), Node Authentication (110126)
   CONFIG_RELOADED                Security Alert (110113), Network Configuration (110128)
+  ACCESS_DENIED                  Security Alert (110113), Use of Restricted Function (110132):
+                                 an [access] rule refused a peer, an operation or a C-MOVE
+                                 destination (appliance/access.py)
   INSTANCES_STORED               DICOM Instances Transferred (110104), action C (U: replaced)
   BEGIN_TRANSFERRING             Begin Transferring DICOM Instances (110102) (C-MOVE/C-GET)
   INSTANCES_SENT                 DICOM Instances Transferred (110104), action R
@@ -77,6 +80,8 @@ class AuditEvent(Enum):
                                         "E", ("110126", "Node Authentication"))
     CONFIG_RELOADED = AuditMessage("config.reloaded", "Security Alert", "110113", "E",
                                    ("110128", "Network Configuration"))
+    ACCESS_DENIED = AuditMessage("access.denied", "Security Alert", "110113", "E",
+                                 ("110132", "Use of Restricted Function"))
     INSTANCES_STORED = AuditMessage("instances.stored", "DICOM Instances Transferred",
                                     "110104", "C")
     BEGIN_TRANSFERRING = AuditMessage("retrieve.started", "Begin Transferring DICOM Instances",

@@ -19,6 +19,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from appliance.access import AccessConfig
+from appliance.access import from_toml as access_from_toml
+from appliance.access import to_toml as access_to_toml
 from appliance.errors import ConfigError
 
 
@@ -36,6 +39,13 @@ class DuplicatePolicy(StrEnum):
     REJECT = "reject"  # answer 0x0111 Duplicate SOP Instance
 
 
+class CompressOnIngest(StrEnum):
+    """``[storage] compress_on_ingest`` (workers/compress.py)."""
+
+    NONE = "none"  # store every object as received
+    RLE = "rle"  # uncompressed images as RLE Lossless when smaller; restored on retrieve
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkConfig:
     host: str = "0.0.0.0"
@@ -48,6 +58,8 @@ class NetworkConfig:
     max_dataset_bytes: int = 0  # 0 = unlimited (streamed to disk)
     artim_timeout_s: float = 30.0
     idle_timeout_s: float = 600.0  # network idle timeout of an established association
+    dimse_timeout_s: float = 60.0  # peer silent in the middle of a message; 0 = idle_timeout_s
+    max_pending_operations: int = 16  # requests outstanding on one association; 0 = no limit
     # negotiation policy
     require_called_ae: bool = False
     allowed_calling_aes: tuple[str, ...] = ()  # empty = any
@@ -56,6 +68,7 @@ class NetworkConfig:
     # capacity
     max_associations: int = 256
     max_associations_per_ae: int = 64
+    max_pending_connections: int = 256  # awaiting their A-ASSOCIATE-RQ; one more evicts the oldest
     socket_buffer_bytes: int = 4 * 1024 * 1024
 
 
@@ -74,6 +87,7 @@ class StorageConfig:
     # fails; queries go on. The floor is the larger of the two (0 and 0.0 = no floor).
     min_free_bytes: int = 512 * 1024**2
     min_free_percent: float = 0.0
+    compress_on_ingest: CompressOnIngest = CompressOnIngest.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +155,16 @@ class TlsConfig:
     """DICOM over TLS on a second port (PS3.15 B.9; appliance/tls.py); off by default."""
 
     enabled: bool = False
-    port: int = 2762  # IANA "dicom-tls"; the plain [network] port keeps serving
+    port: int = 2762  # IANA "dicom-tls"; the plain [network] port serves too unless plain = false
     certificate: str = ""  # PEM certificate (chain) of the appliance
     private_key: str = ""  # PEM private key of that certificate, unencrypted
-    ca_file: str = ""  # PEM CA certificates that client certificates must chain to
+    ca_file: str = ""  # PEM CA certificates that client and peer certificates chain to
     verify_client: bool = False  # true: a client certificate is required (mutual TLS)
+    plain: bool = True  # false (with enabled): TLS only, the plain [network] port is not bound
+    # As a TLS client (ae_table peers with tls = true): "" = present certificate/private_key
+    client_certificate: str = ""
+    client_private_key: str = ""
+    check_hostname: bool = False  # true: a peer's certificate must name its ae_table host
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +174,7 @@ class RemoteAE:
     ae_title: str
     host: str
     port: int
-    tls: bool = False  # not served yet: refused by validate() until the TLS issue lands
+    tls: bool = False  # connect with TLS (appliance.tls.scu_context: [tls] CA and identity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +188,7 @@ class Config:
     tracing: TracingConfig = field(default_factory=TracingConfig)
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)  # [access]: appliance/access.py
     ae_table: tuple[RemoteAE, ...] = ()
     log_level: str = "info"
 
@@ -266,6 +286,8 @@ def from_mapping(data: dict[str, Any], base: Config | None = None) -> Config:
             parts["log_level"] = value
         elif key == "ae_table":
             parts["ae_table"] = _ae_table(value)
+        elif key == "access":
+            parts["access"] = access_from_toml(value)
         elif key in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"[{key}] must be a table")
@@ -408,18 +430,28 @@ def validate(cfg: Config) -> None:
     if cfg.query.max_results < 0:
         raise ConfigError("[query] max_results must be >= 0")
     _validate_ops(cfg)
-    _validate_tls(cfg.tls)
+    _validate_tls(cfg.tls, any(ae.tls for ae in cfg.ae_table))
     for ae in cfg.ae_table:
         if not 1 <= len(ae.ae_title) <= 16:
             raise ConfigError(f"[ae_table.{ae.ae_title}] AE titles are 1-16 characters")
-        if ae.tls:
-            raise ConfigError(f"[ae_table.{ae.ae_title}] tls: TLS is not supported yet")
 
 
-def _validate_tls(tls: TlsConfig) -> None:
-    """An enabled [tls] names files that exist (each process reads them when it starts)."""
+def _validate_tls(tls: TlsConfig, tls_peers: bool = False) -> None:
+    """An enabled [tls] names files that exist (each process reads them when it starts);
+    so does a client identity, and ca_file, when an [ae_table] peer uses TLS."""
     if not 0 <= tls.port <= 65535:
         raise ConfigError("[tls] port must be 0-65535")
+    if not tls.plain and not tls.enabled:
+        raise ConfigError("[tls] plain = false needs enabled = true (nothing would listen)")
+    if bool(tls.client_certificate) != bool(tls.client_private_key):
+        raise ConfigError("[tls] client_certificate and client_private_key go together")
+    client = [("client_certificate", tls.client_certificate),
+              ("client_private_key", tls.client_private_key)]
+    if tls_peers:
+        client.append(("ca_file", tls.ca_file))
+    for name, value in client:
+        if value and not Path(value).is_file():
+            raise ConfigError(f"[tls] {name}: no such file {value!r}")
     if not tls.enabled:
         return
     required = [("certificate", tls.certificate), ("private_key", tls.private_key)]
@@ -477,12 +509,14 @@ def to_toml(cfg: Config) -> str:
     data = as_dict(cfg)
     lines = [f"log_level = {_toml_value(data.pop('log_level'))}"]
     ae_table = data.pop("ae_table")
+    data.pop("access")  # peer tables: written by appliance.access
     for section, values in data.items():
         lines += ["", f"[{section}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     for ae in ae_table:
         lines += ["", f"[ae_table.{_toml_key(ae['ae_title'])}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in ae.items() if k != "ae_title"]
+    lines += ["", *access_to_toml(cfg.access)]
     return "\n".join(lines) + "\n"
 
 

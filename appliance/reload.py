@@ -31,9 +31,13 @@ from metrics.logging import get_logger, set_level
 
 log = get_logger("reload")
 
+# [tls] files: the acceptor loads them into its live context (appliance.tls.reload_server);
+# the client ones are read per outgoing association anyway.
+_TLS_FILES = ("certificate", "private_key", "ca_file", "client_certificate",
+              "client_private_key")
 # Settings a running appliance takes on at SIGHUP (top-level names or section.key).
-RELOADABLE = ("log_level", "ae_table", "audit", "storage.min_free_bytes",
-              "storage.min_free_percent")
+RELOADABLE = ("log_level", "ae_table", "audit", "access", "storage.min_free_bytes",
+              "storage.min_free_percent", *(f"tls.{k}" for k in _TLS_FILES), "tls.check_hostname")
 
 Callback = Callable[[Config], None]
 
@@ -64,8 +68,11 @@ def merge(old: Config, new: Config) -> tuple[Config, list[str]]:
                       min_free_percent=new.storage.min_free_percent)
     # [query] and [workflow] are read per request (workers' QueryRetrieve and
     # WorkflowService take the new values in their reload hooks).
+    tls = replace(old.tls, check_hostname=new.tls.check_hostname,
+                  **{k: getattr(new.tls, k) for k in _TLS_FILES})
     merged = replace(old, log_level=new.log_level, ae_table=new.ae_table, audit=new.audit,
-                     storage=storage, query=new.query, workflow=new.workflow)
+                     storage=storage, query=new.query, workflow=new.workflow, tls=tls,
+                     access=new.access)  # [access]: the acceptor's rules, next association
     return merged, _differences(as_dict(merged), as_dict(new))
 
 

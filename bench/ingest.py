@@ -140,6 +140,7 @@ class Runner:
             rec["arrived"] = rcv.count()
             if isinstance(rcv, ApplianceReceiver):
                 rec["object_files"] = rcv.object_files()
+                rec.update(rcv.disk_usage())  # stored_bytes, saved_bytes
         finally:
             self._finish(rcv, run_dir, rec)
         rec["errors"] += sent.errors

@@ -18,7 +18,7 @@ from bench.receivers import BASELINE, ORTHANC
 
 ECHO_BASELINES = ("storescp", "storescp-fork")  # the first one that ran
 METRICS = ("inst_per_s", "mb_per_s", "cpu_s_per_gb", "cpu_us_per_inst", "peak_rss_mib",
-           "peak_pss_mib", "client_cpu_us_per_inst", "wall_s")
+           "peak_pss_mib", "client_cpu_us_per_inst", "wall_s", "stored_bytes", "saved_bytes")
 ECHO_METRICS = ("echo_per_s", "scu_echo_per_s", "assoc_per_s")
 Stat = tuple[float, float, float]  # median, min, max
 
@@ -138,7 +138,8 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
             f"{_cell(r['client_cpu_us_per_inst'])} | {_x(r['x_fork_inst'])} | "
             f"{_x(r['x_fork_cpu'])} | {_x(r['x_orthanc_inst'])} | {r['ok']}/{r['runs']} |")
     out += _echo_table(summary, order) + _scaling_table(results, summary)
-    out += _disk_section(summary) + _problems(results)
+    out += _disk_section(summary) + _stored_section(results, summary, order)
+    out += _problems(results)
     return "\n".join(out) + "\n"
 
 
@@ -190,6 +191,30 @@ def _disk_section(summary: dict[str, Any]) -> list[str]:
     for r in large:
         out.append(f"| {r['assocs']} | {r['receiver']} | {_cell(r['mb_per_s'])} | "
                    f"{100 * r['mb_per_s'][0] / disk[0]:.0f}% |")
+    return out
+
+
+def _stored_section(results: dict[str, Any], summary: dict[str, Any],
+                    order: dict[str, int]) -> list[str]:
+    """Disk bytes the appliance receivers stored, and what compression on ingest saved."""
+    rows = [r for r in summary["ingest"] if r.get("stored_bytes")
+            and r["receiver"] not in results.get("scaling_names", [])]
+    if not rows:
+        return []
+    out = ["", "Disk: Part 10 bytes stored by the appliance (index totals, one run's store), and "
+           "what `compress_on_ingest = \"rle\"` saved (`appliance-rle`; objects RLE would not "
+           "shrink are stored as received).", "",
+           "| corpus, assocs | receiver | corpus MB | stored MB | saved MB | disk saved |",
+           "|---|---|---|---|---|---|"]
+    corpora = list(results["corpora"])
+    for r in sorted(rows, key=lambda r: (corpora.index(r["corpus"]), r["assocs"],
+                                         order.get(r["receiver"], 99))):
+        stored = r["stored_bytes"][0]
+        saved = r["saved_bytes"][0] if r.get("saved_bytes") else 0.0
+        share = saved / (stored + saved) if stored + saved else 0.0
+        out.append(f"| {r['corpus']}, {r['assocs']} | {r['receiver']} | "
+                   f"{_num(results['corpora'][r['corpus']]['bytes'] / 1e6)} | "
+                   f"{_num(stored / 1e6)} | {_num(saved / 1e6)} | {100 * share:.1f}% |")
     return out
 
 

@@ -29,6 +29,10 @@ ASSOCIATIONS = Counter("pacs_associations_total",
                        "Associations by how they ended or were refused", ["outcome"])
 REJECTIONS = Counter("pacs_associations_rejected_total", "A-ASSOCIATE-RJ sent, by reason",
                      ["reason"])  # congestion, limit, called_ae, calling_ae, context, protocol
+# [access] refusals (appliance/access.py Refusal): unknown_peer, peer_mismatch, operation,
+# move_destination; counted in the acceptor, move_destination in the workers
+ACCESS_DENIED = Counter("pacs_access_denied_total", "Refusals by the [access] rules, by reason",
+                        ["reason"])
 UL_ABORTS = Counter("pacs_ul_aborts_total", "A-ABORT PDUs sent or received",
                     ["direction", "reason"])
 RECEIVED_BYTES = Counter("pacs_received_bytes_total", "Bytes read from DICOM peers")
@@ -48,6 +52,15 @@ INGEST_LATENCY = Histogram("pacs_ingest_latency_seconds",
                            buckets=_LATENCY_BUCKETS)
 STAGE_SECONDS = Histogram("pacs_ingest_stage_seconds", "Time in each ingest stage",
                           ["stage"], buckets=_FAST_BUCKETS)  # parse, write, index
+# Part 10 bytes of stored objects as received vs as written: they differ only with
+# [storage] compress_on_ingest (workers/compress.py); the difference is the disk saved.
+STORE_RECEIVED_BYTES = Counter("pacs_store_received_bytes_total",
+                               "Part 10 bytes of stored objects, as received")
+STORE_WRITTEN_BYTES = Counter("pacs_store_written_bytes_total",
+                              "Part 10 bytes of stored objects, as written to disk")
+# outcome: compressed, not_smaller, unsupported, not_restorable (workers.compress.Decision)
+STORE_COMPRESSION = Counter("pacs_store_compression_total",
+                            "Compression on ingest decisions, by outcome", ["outcome"])
 # ---- index writer --------------------------------------------------------------------------
 INDEX_COMMIT = Histogram("pacs_index_commit_seconds",
                          "Group commit: syncfs (batch mode) + LMDB transaction",

@@ -30,12 +30,14 @@ import structlog
 from appliance import reload
 from appliance.config import Config, DuplicatePolicy, Durability
 from appliance.dimse.fragment import PduParts, framed, pdu_body_length
+from appliance.dimse.status import Status
 from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Record, Ring
+from metrics import fast
 from workers.index.reader import IndexReader
 from workers.index.schema import InstanceRecord, Outcome, pack_record
-from workers.indexer import INDEX_FAILED
+from workers.indexer import INDEX_FAILED, INDEX_OUT_OF_RESOURCES
 from workers.service import AssociationState, Services
 from workers.store import StoreSettings
 
@@ -48,6 +50,7 @@ IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1461.1.1"
 IMPLEMENTATION_VERSION_NAME = "PACS_APPL_010"
 _PUT_TIMEOUT_S = 30.0
 _SEND_RECORD_BYTES = 256 * 1024
+_BEAT_INTERVAL_S = 0.25  # heartbeat (and orphan check) at least this often while busy
 _POLICY_CODES = {DuplicatePolicy.KEEP: 0, DuplicatePolicy.OVERWRITE: 1, DuplicatePolicy.REJECT: 2}
 
 
@@ -117,6 +120,7 @@ def store_settings(cfg: Config) -> StoreSettings:
         max_dataset_bytes=cfg.network.max_dataset_bytes,
         implementation_class_uid=IMPLEMENTATION_CLASS_UID,
         implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+        compress_on_ingest=cfg.storage.compress_on_ingest,
     )
 
 
@@ -150,27 +154,47 @@ class Worker:
         self.workflow.reload(cfg, workflow_settings(cfg))
 
     def run(self) -> int:
+        jobs_fd, acks_fd, wake_fd = self.jobs.data_fd, self.acks.data_fd, self.qr.wake_r
         poller = select.poll()
-        poller.register(self.jobs.data_fd, select.POLLIN)
-        poller.register(self.acks.data_fd, select.POLLIN)
-        poller.register(self.qr.wake_r, select.POLLIN)
+        for fd in (jobs_fd, acks_fd, wake_fd):
+            poller.register(fd, select.POLLIN)
         self.hooks.ready()
         ppid = os.getppid()
+        beat_at = flush_at = 0.0
+        beat_n = -1
         while True:
             # Q/R tasks with work to do are stepped every turn, between ring reads.
-            poller.poll(0 if self.qr.runnable() else 1000)
-            self.jobs.drain_doorbell()
+            timeout = 0 if self.qr.runnable() else 1000
+            if fast.pending():  # metric tallies: out within FLUSH_INTERVAL_S (metrics/fast.py)
+                timeout = min(timeout, max(0, int((flush_at - time.monotonic()) * 1000) + 1))
+            ready = poller.poll(timeout)
+            # Only the doorbells that rang are read: a read of a silent eventfd is a syscall
+            # and a BlockingIOError, several per object at ingest rates (profiled).
+            fds = [fd for fd, _ in ready]
+            if jobs_fd in fds:
+                self.jobs.drain_doorbell()
             self._drain_jobs()
-            self.acks.drain_doorbell()
+            if acks_fd in fds:
+                self.acks.drain_doorbell()
             self._drain_acks()
-            self.qr.run()
-            self.workflow.tick(time.monotonic())
+            if self.qr.tasks or wake_fd in fds:
+                self.qr.run()
+            now = time.monotonic()
+            self.workflow.tick(now)
             self.outbox.flush()
-            self.hooks.heartbeat(self.services.in_flight)
-            if os.getppid() != ppid:
-                log.warning("worker.orphaned")
-                return EXIT_OK
-            if (self.stopping or self.hooks.should_exit()) and self.services.in_flight == 0:
+            in_flight = self.services.in_flight
+            if now >= flush_at:
+                fast.flush()
+                flush_at = now + fast.FLUSH_INTERVAL_S
+            if in_flight != beat_n or now >= beat_at:
+                # The supervisor needs a beat within heartbeat_timeout_s (30 s by default)
+                # and the in-flight count when it changes, not one per loop turn.
+                self.hooks.heartbeat(in_flight)
+                beat_n, beat_at = in_flight, now + _BEAT_INTERVAL_S
+                if os.getppid() != ppid:
+                    log.warning("worker.orphaned")
+                    return EXIT_OK
+            if (self.stopping or self.hooks.should_exit()) and in_flight == 0:
                 return EXIT_OK
 
     def _drain_jobs(self) -> None:
@@ -203,6 +227,10 @@ class Worker:
                 scp_roles=frozenset(info.get("scp_roles", ())),
                 peer=info.get("peer", ""),
                 traceparent=info.get("traceparent", ""),
+                move_destinations=(None if info.get("move_destinations") is None
+                                   else frozenset(info["move_destinations"])),
+                operations=(None if info.get("operations") is None
+                            else frozenset(info["operations"])),
             ))
         elif kind == Kind.FLOW:
             svc.flow(rec.assoc_id, bool(rec.aux))
@@ -220,6 +248,9 @@ class Worker:
             try:
                 if hdr.aux == INDEX_FAILED:
                     self.services.index_failed(hdr.msg_id, payload.decode())
+                elif hdr.aux == INDEX_OUT_OF_RESOURCES:
+                    self.services.index_failed(hdr.msg_id, payload.decode(),
+                                               Status.OUT_OF_RESOURCES)
                 else:
                     self.services.indexed(hdr.msg_id, Outcome(hdr.aux), payload.decode())
             except Exception:  # noqa: BLE001 - per-job boundary (STYLE 2.5)
@@ -244,4 +275,7 @@ def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks) -> int
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the arbiter decides; Ctrl-C hits the group
     log.info("worker.started", slot=channels.slot, generation=channels.generation,
              boot_s=round(time.monotonic() - start, 3))
-    return worker.run()
+    try:
+        return worker.run()
+    finally:
+        fast.flush()  # the last metric tallies (metrics/fast.py)

@@ -23,6 +23,7 @@ under whatever span is current (the service's ``dicom.c_store``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -31,12 +32,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.config import CompressOnIngest
 from appliance.dimse.status import Status
 from appliance.errors import IngestError
+from metrics import registry as m
 from metrics import tracing
 from metrics.disk import DiskFloor
-from workers.durability import fsync_dir
+from workers.durability import fsync_dir, is_no_space, report_disk_full
 from workers.header import (
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
     IndexAttributes,
     NeedMoreData,
     read_index_attributes,
@@ -47,7 +52,14 @@ from workers.layout import object_relpath
 from workers.part10 import build_file_meta
 
 HEAD_BYTES = 64 * 1024
+# What compress_on_ingest may compress (workers/compress.py COMPRESSIBLE; imported lazily, as
+# it pulls in the transcoder).
+_COMPRESSIBLE = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE})
+# Compression holds the data set, its RLE form and the restored copy in memory at once: larger
+# objects are stored as received, so a worker's memory stays bounded.
+COMPRESS_MAX_BYTES = 256 * 1024 * 1024
 _WRITE_COALESCE_BYTES = 256 * 1024
+_DIRECT_WRITE_BYTES = 32 * 1024  # fragments this large are written without a copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +69,7 @@ class StoreSettings:
     max_dataset_bytes: int  # 0 = unlimited
     implementation_class_uid: str
     implementation_version_name: str
+    compress_on_ingest: CompressOnIngest = CompressOnIngest.NONE  # workers/compress.py
 
 
 class _Floor:
@@ -111,22 +124,33 @@ class StoreJob:
         self.calling_ae = calling_ae
         check_disk_floor()
         self.tmp_path = settings.data_dir / "tmp" / f"{os.getpid()}-{next(self._seq)}.part"
-        self._fd: int | None = os.open(
-            self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-        )
-        self._meta = build_file_meta(
-            media_storage_sop_class_uid=sop_class_uid,
-            media_storage_sop_instance_uid=sop_instance_uid,
-            transfer_syntax_uid=transfer_syntax_uid,
-            source_ae_title=calling_ae,
-            implementation_class_uid=settings.implementation_class_uid,
-            implementation_version_name=settings.implementation_version_name,
-        )
+        try:
+            self._fd: int | None = os.open(
+                self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
+        except OSError as exc:
+            if is_no_space(exc):  # no inode left: as full as it gets
+                report_disk_full(settings.data_dir, 0)
+            raise
+        self._meta = self.file_meta(transfer_syntax_uid)
+        self.received: tuple[str, int] | None = None  # (syntax, Part 10 size) if compressed
         self._pending: list[bytes | memoryview] = [self._meta]
         self._pending_bytes = len(self._meta)
         self.head = bytearray()
         self.dataset_bytes = 0
         self.failed: IngestError | None = None
+        self._no_space = False  # a write failed with ENOSPC: discard() reports it
+
+    def file_meta(self, transfer_syntax_uid: str) -> bytes:
+        """This object's preamble and File Meta group for a data set in that syntax."""
+        return build_file_meta(
+            media_storage_sop_class_uid=self.sop_class_uid,
+            media_storage_sop_instance_uid=self.sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            source_ae_title=self.calling_ae,
+            implementation_class_uid=self.settings.implementation_class_uid,
+            implementation_version_name=self.settings.implementation_version_name,
+        )
 
     # ---- streaming ---------------------------------------------------------------------
 
@@ -142,15 +166,18 @@ class StoreJob:
             return
         if len(self.head) < HEAD_BYTES:
             self.head += data[: HEAD_BYTES - len(self.head)]
-        if self._pending_bytes + n < _WRITE_COALESCE_BYTES and not last:
+        if n < _DIRECT_WRITE_BYTES and self._pending_bytes + n < _WRITE_COALESCE_BYTES \
+                and not last:
             self._pending.append(bytes(data))  # small fragment: coalesce into fewer writes
             self._pending_bytes += n
             return
+        # A large fragment goes to the file straight from the ring (one kernel copy): a
+        # syscall costs less than copying it out first (128 KiB PDVs from storescu, profiled).
         self._pending.append(data)
         try:
             self._flush()
         except OSError as exc:
-            self.fail(_os_failure(exc))
+            self.fail(self._os_failure(exc))
 
     def _flush(self) -> None:
         assert self._fd is not None
@@ -190,8 +217,9 @@ class StoreJob:
             self.discard()
             raise
         except OSError as exc:
+            failure = self._os_failure(exc)
             self.discard()
-            raise _os_failure(exc) from exc
+            raise failure from exc
         base = object_relpath(
             attrs.study_instance_uid, attrs.series_instance_uid, attrs.sop_instance_uid
         )
@@ -204,21 +232,34 @@ class StoreJob:
         self, attrs: IndexAttributes, relpath: str, received_at: float | None = None
     ) -> InstanceRecord:
         """Make the file durable (per mode) and rename it into place; returns the index record."""
+        final = self.settings.data_dir / relpath
+        renamed = False
         try:
+            if (self.settings.compress_on_ingest is CompressOnIngest.RLE
+                    and self.transfer_syntax_uid in _COMPRESSIBLE
+                    and self.dataset_bytes <= COMPRESS_MAX_BYTES):
+                self._compress()  # before the fsync: what is made durable is final
             with tracing.span("ingest.store", fsync=self.settings.fsync_each):
                 assert self._fd is not None
                 if self.settings.fsync_each:
                     os.fsync(self._fd)
                 self._close()
-                final = self.settings.data_dir / relpath
                 created = _ensure_dir(final.parent)
                 os.rename(self.tmp_path, final)
+                renamed = True
                 if self.settings.fsync_each:
                     for d in (final.parent, *created):
                         fsync_dir(d)
         except OSError as exc:
+            failure = self._os_failure(exc)
+            if renamed:  # refused after all: no unindexed file may stay behind
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(final)
             self.discard()
-            raise _os_failure(exc) from exc
+            raise failure from exc
+        stored = len(self._meta) + self.dataset_bytes
+        m.STORE_RECEIVED_BYTES.inc(self.received[1] if self.received else stored)
+        m.STORE_WRITTEN_BYTES.inc(stored)
         return InstanceRecord.from_attributes(
             attrs,
             relpath=relpath,
@@ -226,7 +267,37 @@ class StoreJob:
             transfer_syntax_uid=self.transfer_syntax_uid,
             received_at=received_at if received_at is not None else time.time(),
             calling_ae=self.calling_ae,
+            received_transfer_syntax_uid=self.received[0] if self.received else "",
+            received_size_bytes=self.received[1] if self.received else 0,
         )
+
+    def _compress(self) -> None:
+        """Replace the spool by its RLE Lossless form when that is smaller and restorable
+        (workers/compress.py); a write failure leaves the spool as it was and raises."""
+        from workers.compress import RLE_LOSSLESS, compress_dataset
+
+        with tracing.span("ingest.compress", bytes=self.dataset_bytes):
+            with open(self.tmp_path, "rb") as fh:
+                fh.seek(len(self._meta))
+                result = compress_dataset(fh.read(), self.transfer_syntax_uid)
+            m.STORE_COMPRESSION.labels(result.decision.value).inc()
+            if result.dataset is None:
+                return
+            meta = self.file_meta(RLE_LOSSLESS)
+            path = self.tmp_path.with_suffix(".rle.part")  # *.part: swept after a crash
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                _write_all(fd, meta + result.dataset)
+            except OSError:
+                os.close(fd)
+                os.unlink(path)
+                raise
+            self._close()
+            os.unlink(self.tmp_path)
+            self.received = (self.transfer_syntax_uid, len(self._meta) + self.dataset_bytes)
+            self.tmp_path, self._fd, self._meta = path, fd, meta
+            self.transfer_syntax_uid = RLE_LOSSLESS
+            self.dataset_bytes = len(result.dataset)
 
     def _parse(self) -> IndexAttributes:
         try:
@@ -245,12 +316,25 @@ class StoreJob:
             self._fd = None
 
     def discard(self) -> None:
-        """Drop the temp file (idempotent)."""
+        """Drop the temp file (idempotent); after an ENOSPC, tell readiness the disk is full."""
         self._close()
         try:
             os.unlink(self.tmp_path)
         except FileNotFoundError:
             pass
+        if self._no_space:
+            self._no_space = False
+            report_disk_full(self.settings.data_dir, len(self._meta) + self.dataset_bytes)
+
+    def _os_failure(self, exc: OSError) -> IngestError:
+        self._no_space = self._no_space or is_no_space(exc)
+        return _os_failure(exc)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 _known_dirs: set[Path] = set()

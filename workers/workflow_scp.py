@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import ssl
 import threading
 import time
 import uuid
@@ -36,7 +37,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
-from appliance import audit
+from appliance import audit, tls
 from appliance.config import Config, Durability
 from appliance.dimse.command import Tag, encode_command_set
 from appliance.dimse.fragment import fragment_message
@@ -53,6 +54,7 @@ from appliance.dimse.messages import (
     encode_message,
 )
 from appliance.dimse.status import Status
+from appliance.errors import ConfigError
 from appliance.negotiation.qr_classes import MODALITY_PERFORMED_PROCEDURE_STEP as MPPS
 from appliance.negotiation.qr_classes import MODALITY_WORKLIST_FIND as MWL_FIND
 from appliance.negotiation.qr_classes import STORAGE_COMMITMENT_PUSH_MODEL as STORAGE_COMMITMENT
@@ -363,10 +365,11 @@ class WorkflowService:
                 continue
             try:
                 event_type, info = self._report(req)
+                ssl_context = tls.scu_context(self.cfg.tls) if dest.tls else None
                 status = _send_report(dest.host, dest.port, self.cfg.network.ae_title,
                                       dest.ae_title, event_type, info,
-                                      self.settings.commitment_timeout_s)
-            except (SCUError, OSError) as exc:
+                                      self.settings.commitment_timeout_s, ssl_context)
+            except (SCUError, OSError, ConfigError) as exc:
                 log.warning("commitment.report_failed", requester=req.requester_ae,
                             error=str(exc))
                 continue
@@ -408,9 +411,10 @@ class _ReportSCU(SCU):
 
 
 def _send_report(host: str, port: int, calling_ae: str, called_ae: str, event_type: int,
-                 info: Dataset, timeout_s: float) -> int:
+                 info: Dataset, timeout_s: float, ssl_context: ssl.SSLContext | None = None,
+                 ) -> int:
     contexts = [ProposedContext(STORAGE_COMMITMENT, (EXPLICIT_VR_LE, IMPLICIT_VR_LE))]
     scu = _ReportSCU(host, port, calling_ae=calling_ae, called_ae=called_ae,
-                     contexts=contexts, timeout_s=timeout_s)
+                     contexts=contexts, timeout_s=timeout_s, ssl_context=ssl_context)
     with scu:
         return scu.event_report(event_type, info)

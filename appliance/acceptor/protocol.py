@@ -49,7 +49,6 @@ from appliance.negotiation.policy import (
     accepted_contexts,
     extended_negotiation,
     granted_scp_roles,
-    negotiate,
     reject_busy,
 )
 from appliance.negotiation.qr_classes import relational_granted
@@ -72,8 +71,8 @@ from appliance.ul.association import (
 )
 from appliance.ul.fsm import State
 from appliance.ul.pdu import AssociateRJ, AssociateRQ
+from metrics import fast, tracing
 from metrics import registry as m
-from metrics import tracing
 
 if TYPE_CHECKING:
     from appliance.acceptor.links import WorkerLink
@@ -86,6 +85,28 @@ _PendingRecord = tuple[int, int, int, int, bytes]  # kind, msg_id, flags, aux, p
 # Table 9-10 allows P-DATA requests (Evt9) in Sta6 and Sta8 only.
 _CAN_SEND = (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE)
 DRAIN_IDLE_S = 1.0
+# C-ECHO fast path: the Message ID element of a C-ECHO-RQ and of our C-ECHO-RSP (Message ID
+# Being Responded To), tag + 4-byte length, Implicit VR LE as every command set (PS3.7 6.3.1).
+_MSG_ID_ELEMENT = b"\x00\x00\x10\x01\x02\x00\x00\x00"
+_MSG_ID_RSP_ELEMENT = b"\x00\x00\x20\x01\x02\x00\x00\x00"
+_EchoTemplate = tuple[bytes, int, bytes, int]  # request PDU, its Message ID offset, response
+
+
+class _Tallies:
+    """Per-PDU metrics go through metrics.fast; one timer per process moves them out."""
+
+    armed = False
+
+    @classmethod
+    def arm(cls, loop: asyncio.AbstractEventLoop) -> None:
+        if not cls.armed:
+            cls.armed = True
+            loop.call_later(fast.FLUSH_INTERVAL_S, cls.flush)
+
+    @classmethod
+    def flush(cls) -> None:
+        cls.armed = False
+        fast.flush()
 
 
 def _reject_label(rj: AssociateRJ) -> str:
@@ -112,6 +133,11 @@ class DicomProtocol(asyncio.Protocol):
         self.contexts: dict[int, tuple[str, str]] = {}
         self.relational: set[str] = set()  # Q/R SOP classes granted relational queries
         self.scp_roles: frozenset[str] = frozenset()  # SCP role granted (C-GET storage)
+        # [access] (appliance/access.py), set by server.negotiate: C-MOVE destinations the
+        # worker may use (None = any in [ae_table]); the verified TLS client subject
+        self.move_destinations: frozenset[str] | None = None
+        self.operations: frozenset[str] | None = None  # None = all
+        self.tls_subject: str | None = None
         self.span: Any = None  # the association's trace span (None when tracing is off)
         # HELD records waiting for the peer's answer to one of our requests, in order, and
         # the Message IDs the peer answered lately (our requests are numbered upwards).
@@ -133,6 +159,9 @@ class DicomProtocol(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
         self._last_activity = 0.0
+        self._last_rx = 0.0  # when the last PDU arrived (silence limits)
+        self._rx_pdu: bytes | None = None  # this read, when it is exactly one whole PDU
+        self._echo: _EchoTemplate | None = None  # see _echo_fast
 
     # ---- transport callbacks (the per-association exception boundary) -----------------
 
@@ -150,14 +179,24 @@ class DicomProtocol(asyncio.Protocol):
             except OSError:
                 pass
         self.server.register(self)
+        self.server.track_connection(self)  # may evict the oldest connection still in Sta2
         self._schedule_timer()
         self._touch()
 
     def data_received(self, data: bytes) -> None:
-        m.RECEIVED_BYTES.inc(len(data))
+        fast.counter(m.RECEIVED_BYTES).inc(len(data))
+        _Tallies.arm(self.loop)
+        if self._echo is not None and self._echo_fast(data):
+            return
         try:
             self._quickack()
-            self.conn.receive_data(data, self.loop.time())
+            conn = self.conn
+            # One whole small PDU in this read (a C-ECHO-RQ may become _echo_fast's template).
+            self._rx_pdu = data if (
+                type(data) is bytes and 6 <= len(data) <= 1024 and data[0] == 0x04
+                and not conn.buffered_bytes
+                and len(data) == 6 + int.from_bytes(data[2:6], "big")) else None
+            conn.receive_data(data, self.loop.time())
             self._pump()
         except Exception:  # noqa: BLE001 - per-association boundary (STYLE 2.5)
             log.exception("acceptor.internal_error", assoc_id=self.assoc_id)
@@ -237,10 +276,11 @@ class DicomProtocol(asyncio.Protocol):
     def _on_associate(self, ev: AssociateRequested) -> None:
         rq = ev.rq
         self.calling_ae = rq.calling_ae
+        self.server.untrack_connection(self)
         structlog.contextvars.bind_contextvars()  # role/pid stay bound for the process
         rj = ev.provider_rejection or self._admission(rq)
         if rj is None:
-            result = negotiate(self.server.policy, rq)
+            result = self.server.negotiate(self, rq)  # [access] rules, then the policy
             if isinstance(result, AssociateRJ):
                 rj = result
         if rj is not None:
@@ -302,6 +342,10 @@ class DicomProtocol(asyncio.Protocol):
             "contexts": {str(k): list(v) for k, v in self.contexts.items()},
             "relational": sorted(self.relational),
             "scp_roles": sorted(self.scp_roles),
+            "move_destinations": (None if self.move_destinations is None
+                                  else sorted(self.move_destinations)),
+            "tls_subject": self.tls_subject,
+            "operations": None if self.operations is None else sorted(self.operations),
             "traceparent": tracing.traceparent(self.span),  # W3C context for the worker's spans
         }
         self._forward(Kind.OPEN, 0, Flag.NONE, 0, msgpack.packb(info))
@@ -362,8 +406,14 @@ class DicomProtocol(asyncio.Protocol):
             return self._on_non_request(context_id, elements, command)
         if (ident.command_field == CommandField.C_ECHO_RQ and not ident.has_data_set
                 and not self.in_flight and self.contexts[context_id][0] == VERIFICATION):
-            self._answer_echo(context_id, ident)
+            self._answer_echo(context_id, ident, command)
             return True
+        limit = self.server.cfg.network.max_pending_operations
+        if limit and len(self.in_flight) >= limit:
+            # We grant an Asynchronous Operations Window of 1 (PS3.7 D.3.3.3) at most; a peer
+            # pipelining past max_pending_operations would tie up a worker without bound.
+            self._protocol_violation(f"more than {limit} operations outstanding")
+            return False
         self.in_flight[ident.message_id] = (ident, context_id)
         if ident.has_data_set:
             self.receiving = ident.message_id
@@ -371,15 +421,47 @@ class DicomProtocol(asyncio.Protocol):
         self._forward(Kind.COMMAND, ident.message_id, Flag.NONE, context_id, command)
         return True
 
-    def _answer_echo(self, context_id: int, ident: RequestIdentity) -> None:
+    def _answer_echo(self, context_id: int, ident: RequestIdentity, command: bytes) -> None:
         """C-ECHO (PS3.4 A) needs nothing from a worker: answered here, saving two process
         hops per echo (monitoring probes echo often)."""
         tracing.end_span(tracing.start_span("dicom.c_echo", parent=self.span,
                                             message_id=ident.message_id), status=0)
         rsp = encode_message(CEchoRSP(ident.message_id, Status.SUCCESS, VERIFICATION))
-        for parts in fragment_message(context_id, rsp, None, self.conn.peer_max_pdu):
-            self._write_pdu_items(b"".join(parts))
-        m.DIMSE_OPERATIONS.labels("C-ECHO", "success").inc()
+        pdus = [b"".join(self.conn.send_pdata_items(b"".join(parts)))
+                for parts in fragment_message(context_id, rsp, None, self.conn.peer_max_pdu)]
+        for pdu in pdus:
+            self._write(pdu)
+        fast.counter(m.DIMSE_OPERATIONS, "C-ECHO", "success").inc()
+        rq = self._rx_pdu
+        if (self._echo is None and rq is not None and len(pdus) == 1 and self.span is None
+                and len(rq) == 12 + len(command) and rq[10] == context_id and rq[11] == 0x03
+                and rq.endswith(command)):
+            # This read was exactly one P-DATA-TF holding exactly this C-ECHO-RQ (one PDV,
+            # command, last): keep it and our answer as the template of _echo_fast.
+            off, rsp_off = rq.find(_MSG_ID_ELEMENT) + 8, pdus[0].find(_MSG_ID_RSP_ELEMENT) + 8
+            if (off > 8 and rq.count(_MSG_ID_ELEMENT) == 1 and rsp_off > 8
+                    and pdus[0].count(_MSG_ID_RSP_ELEMENT) == 1):
+                self._echo = (rq, off, pdus[0], rsp_off)
+
+    def _echo_fast(self, data: bytes) -> bool:
+        """A read that is byte for byte the association's first C-ECHO-RQ but for the Message
+        ID is answered with the recorded C-ECHO-RSP, Message ID patched, without the Upper
+        Layer core: P-DATA in Sta6 changes no state (DT-2), and nothing else may be pending.
+        Only without tracing (a per-echo span would need the slow path)."""
+        assert self._echo is not None
+        rq, off, rsp, rsp_off = self._echo
+        if (len(data) != len(rq) or self.conn.state is not State.STA6_ESTABLISHED
+                or self.conn.buffered_bytes or self.in_flight or self.receiving is not None
+                or self.cmd_buf or self.pending or self.held or self.closed or self.draining
+                or data[:off] != rq[:off] or data[off + 2:] != rq[off + 2:]):
+            return False
+        # No TCP_QUICKACK re-arm here: the whole request came in one read and our answer
+        # carries the ACK (the Nagle trap needs a segment held back, which this is not).
+        self._touch()
+        self._last_activity = self._last_rx
+        self._write(rsp[:rsp_off] + data[off:off + 2] + rsp[rsp_off + 2:])
+        fast.counter(m.DIMSE_OPERATIONS, "C-ECHO", "success").inc()
+        return True
 
     def _on_non_request(self, context_id: int, elements: CommandElements,
                         command: bytes) -> bool:
@@ -592,6 +674,7 @@ class DicomProtocol(asyncio.Protocol):
         self.server.count_association(self, -1)
 
     def _finish(self, outcome: str) -> None:
+        self.server.untrack_connection(self)
         self._close_worker_side(aborted=outcome != "released")
         self.closed = True
         if self._timer is not None:
@@ -607,7 +690,7 @@ class DicomProtocol(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
-            m.SENT_BYTES.inc(len(data))
+            fast.counter(m.SENT_BYTES).inc(len(data))
 
     def _quickack(self) -> None:
         # Re-arm quick ACKs after every read: a Nagle-on client holding its last small segment
@@ -638,7 +721,8 @@ class DicomProtocol(asyncio.Protocol):
             before = self.conn.state
             self.conn.timer_expired(self.loop.time())
             if self.conn.state is not before:
-                log.info("ul.artim_expired", assoc_id=self.assoc_id, state=before.name)
+                log.info("ul.artim_expired", assoc_id=self.assoc_id, state=before.name,
+                         peer=self.peer)
         except Exception:  # noqa: BLE001 - per-association boundary (STYLE 2.5)
             log.exception("acceptor.internal_error", assoc_id=self.assoc_id)
         self._after_core()
@@ -646,16 +730,47 @@ class DicomProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def _touch(self) -> None:
-        timeout = self.server.cfg.network.idle_timeout_s
-        if timeout <= 0:
-            return
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = self.loop.call_later(timeout, self._on_idle)
+        """A PDU arrived. One lazy timer per association checks the silence limits, so a PDU
+        costs a float store, not a timer cancel and re-arm."""
+        self._last_rx = self.loop.time()
+        if self._idle is None and not self.closed:
+            step = self._silence_step()
+            if step:
+                self._idle = self.loop.call_at(self._last_rx + step, self._on_idle)
+
+    def _silence_step(self) -> float:
+        net = self.server.cfg.network
+        return min((t for t in (net.idle_timeout_s, net.dimse_timeout_s) if t > 0), default=0.0)
+
+    def _silence_limit(self) -> tuple[str, float] | None:
+        """Which silence limit applies now: ``dimse`` while the peer owes us the rest of a
+        message or the answer to our sub-operation, ``network`` when nothing is in progress,
+        None while we owe something (a worker is busy, or we stopped reading)."""
+        net = self.server.cfg.network
+        if self.paused or self.pending:
+            return None
+        if self.receiving is not None or self.cmd_buf or self.held:
+            timeout = net.dimse_timeout_s or net.idle_timeout_s
+            return ("dimse", timeout) if timeout > 0 else None
+        if self.in_flight:
+            return None
+        return ("network", net.idle_timeout_s) if net.idle_timeout_s > 0 else None
 
     def _on_idle(self) -> None:
-        if self.in_flight or self.closed:
-            self._touch()
+        self._idle = None
+        if self.closed:
             return
-        log.info("assoc.idle_timeout", assoc_id=self.assoc_id)
-        self._abort(0)
+        now = self.loop.time()
+        silent_s = now - self._last_rx
+        limit = self._silence_limit()
+        if limit is not None and silent_s >= limit[1]:
+            log.warning("assoc.idle_timeout", assoc_id=self.assoc_id, timeout=limit[0],
+                        silent_s=round(silent_s, 1), receiving=self.receiving is not None)
+            self._abort(0)
+            return
+        # Look again when this limit runs out, and at least every step: a PDU that starts a
+        # message can switch to the shorter DIMSE limit without re-arming the timer.
+        at = now + self._silence_step()
+        if limit is not None:
+            at = min(at, self._last_rx + limit[1])
+        self._idle = self.loop.call_at(at, self._on_idle)

@@ -9,6 +9,11 @@ its association by id. When a worker is replaced, the old reply ring is drained 
 finished responses still count), then each pinned association fails what remains in flight
 and is re-pinned to the new incarnation (DicomProtocol.worker_replaced).
 
+Access control (appliance/access.py): ``negotiate`` matches each requestor (Calling AE Title,
+address, verified TLS client-certificate subject) to the ``[access]`` rules before the
+negotiation policy answers; the rules are swapped whole on SIGHUP, so an association keeps
+the rights it was accepted with and the next one gets the new rules.
+
 SIGTERM drains: the listener closes, every association is asked to release when idle, and the
 process exits when none remain or ``graceful_timeout_s`` has passed (stragglers are aborted).
 """
@@ -16,28 +21,43 @@ process exits when none remain or ``graceful_timeout_s`` has passed (stragglers 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import os
+import resource
 import signal
 import socket
 import ssl
+import struct
+import termios
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import structlog
 
-from appliance import audit
+from appliance import audit, reload, tls
 from appliance.acceptor.links import WorkerLink
 from appliance.acceptor.protocol import DicomProtocol
+from appliance.access import AccessConfig, Decision, Peer, Refusal, subject_from_peercert
 from appliance.config import Config
+from appliance.errors import ConfigError
 from appliance.ipc.control import ControlBlock, ProcState
 from appliance.ipc.fdpass import recv_with_fds
 from appliance.ipc.ring import Ring
-from appliance.negotiation.policy import NegotiationPolicy
+from appliance.negotiation.policy import (
+    NegotiationPolicy,
+    accepted_contexts,
+    negotiate,
+    reject_calling_ae,
+    reject_no_contexts,
+    user_rejected,
+)
 from appliance.negotiation.qr_classes import QR_SOP_CLASSES, WORKFLOW_SOP_CLASSES
 from appliance.negotiation.sop_classes import NATIVE_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
 from appliance.ul.association import ULLimits
+from appliance.ul.pdu import AssociateAC, AssociateRJ, AssociateRQ
 from metrics import registry as m
 from metrics import tracing
 
@@ -47,7 +67,7 @@ log = structlog.get_logger(component="acceptor")
 @dataclass
 class AcceptorSetup:
     cfg: Config
-    listen: socket.socket
+    listen: socket.socket | None  # None: [tls] plain = false, TLS only
     control: ControlBlock
     slot_index: int  # our slot in the control block
     worker_slots: dict[int, int]  # worker slot number -> control block index
@@ -82,6 +102,8 @@ class AcceptorServer:
         self.cfg = setup.cfg
         self.loop = loop
         self.policy = negotiation_policy(self.cfg)
+        self._policy_all_contexts = replace(self.policy, reject_if_no_contexts=False)
+        self.access: AccessConfig = self.cfg.access
         net = self.cfg.network
         self.ul_limits = ULLimits(
             max_pdu_bytes=net.max_pdu_bytes,
@@ -92,6 +114,10 @@ class AcceptorServer:
         self.protocols: dict[int, DicomProtocol] = {}
         self.active_total = 0
         self.active_by_ae: dict[str, int] = {}
+        # Connections still waiting for their A-ASSOCIATE-RQ, oldest first (an ordered set).
+        self.unassociated: dict[DicomProtocol, None] = {}
+        self._evicted = 0
+        self._evicted_logged_at = 0.0
         self.paused_count = 0
         self._paused_since = 0.0
         self.draining = False
@@ -114,7 +140,9 @@ class AcceptorServer:
     def unregister(self, proto: DicomProtocol, outcome: str) -> None:
         self.protocols.pop(proto.assoc_id, None)
         log.info("assoc.closed", assoc_id=proto.assoc_id, outcome=outcome)
-        if outcome != "rejected":  # rejections were counted (and audited) when sent
+        if outcome == "evicted":  # never associated: counted, not audited
+            m.ASSOCIATIONS.labels(outcome).inc()
+        elif outcome != "rejected":  # rejections were counted (and audited) when sent
             m.ASSOCIATIONS.labels(outcome).inc()
             audit.emit(audit.AuditEvent.ASSOCIATION_CLOSED,
                        audit.SUCCESS if outcome == "released" else audit.MINOR_FAILURE,
@@ -124,6 +152,30 @@ class AcceptorServer:
                              outcome=outcome)
         if self.draining and not self.protocols and not self._done.done():
             self._done.set_result(None)
+
+    def track_connection(self, proto: DicomProtocol) -> None:
+        """A new connection (Sta2). Beyond ``max_pending_connections`` the oldest one still
+        without its A-ASSOCIATE-RQ is dropped: a flood of silent connections then cycles
+        through the table while a real requestor, which sends its RQ at once, gets in."""
+        self.unassociated[proto] = None
+        limit = self.cfg.network.max_pending_connections
+        if not limit or len(self.unassociated) <= limit:
+            return
+        oldest = _eviction_victim(self.unassociated)
+        del self.unassociated[oldest]
+        oldest.outcome = "evicted"
+        if oldest.transport is not None:
+            oldest.transport.abort()  # RST: nothing was asked, so there is nothing to answer
+        self._evicted += 1
+        now = time.monotonic()
+        if now - self._evicted_logged_at >= 1.0:  # a flood: one warning a second, with a count
+            log.warning("acceptor.connections_evicted", count=self._evicted, limit=limit,
+                        peer=oldest.peer)
+            self._evicted_logged_at = now
+            self._evicted = 0
+
+    def untrack_connection(self, proto: DicomProtocol) -> None:
+        self.unassociated.pop(proto, None)
 
     def count_association(self, proto: DicomProtocol, delta: int) -> None:
         self.active_total += delta
@@ -156,6 +208,54 @@ class AcceptorServer:
             if best is None or len(link.associations) < len(best.associations):
                 best = link
         return best
+
+    # ---- access control ------------------------------------------------------------------
+
+    def negotiate(self, proto: DicomProtocol, rq: AssociateRQ) -> AssociateAC | AssociateRJ:
+        """The A-ASSOCIATE-AC or -RJ for ``proto``'s requestor under the ``[access]`` rules:
+        a peer they refuse gets RJ permanent, service-user, calling-AE-title-not-recognized
+        (PS3.8 Table 9-21 reason 3); an admitted one only the contexts of its operations."""
+        peer = _peer_of(proto, rq)
+        decision = self.access.decide(peer)
+        proto.tls_subject = peer.tls_subject
+        if not decision.allowed:
+            self._denied(proto, peer, decision, rq)
+            return reject_calling_ae()
+        proto.move_destinations = decision.move_destinations
+        proto.operations = None if decision.rule is None else decision.operations
+        if decision.rule is None:  # the open default: no restriction
+            return negotiate(self.policy, rq)
+        # Negotiated with every context answered, so that the refused ones are known even
+        # when none is left (then the RJ the policy would have sent goes out).
+        result = negotiate(self._policy_all_contexts, rq, decision.operations)
+        if isinstance(result, AssociateRJ):
+            return result
+        refused = user_rejected(result, rq)
+        if refused:
+            self._denied(proto, peer, decision, rq, refused)
+        if self.policy.reject_if_no_contexts and not accepted_contexts(result, rq):
+            return reject_no_contexts()
+        return result
+
+    def _denied(self, proto: DicomProtocol, peer: Peer, decision: Decision, rq: AssociateRQ,
+                abstract_syntaxes: list[str] | None = None) -> None:
+        """Log, count and audit one refusal by the access rules."""
+        reason = (decision.refusal or Refusal.OPERATION).value
+        fields = dict(assoc_id=proto.assoc_id, peer=proto.peer, calling_ae=peer.ae_title,
+                      called_ae=rq.called_ae.strip(), tls_subject=peer.tls_subject,
+                      rule=decision.rule, reason=reason)
+        if abstract_syntaxes is not None:  # storescu proposes ~120 classes: name a few
+            refused = sorted(set(abstract_syntaxes))
+            fields["refused_contexts"] = len(refused)
+            fields["refused_sop_classes"] = refused[:_LOGGED_SOP_CLASSES]
+        log.warning("access.denied", **fields)
+        m.ACCESS_DENIED.labels(reason).inc()
+        audit.emit(audit.AuditEvent.ACCESS_DENIED, audit.MINOR_FAILURE, **fields)
+
+    def _reload_access(self, cfg: Config) -> None:
+        self.access = cfg.access  # one reference swap (runs in the SIGHUP handler)
+        log.info("access.reloaded", default=cfg.access.default.value,
+                 peers=[rule.name for rule in cfg.access.peers])
 
     # ---- rings ---------------------------------------------------------------------------
 
@@ -213,10 +313,11 @@ class AcceptorServer:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        self.server = await self.loop.create_server(
-            lambda: DicomProtocol(self), sock=self.setup.listen, backlog=1024
-        )
-        if self.setup.tls_listen is not None:
+        if self.setup.listen is not None:
+            self.server = await self.loop.create_server(
+                lambda: DicomProtocol(self), sock=self.setup.listen, backlog=1024
+            )
+        if self.setup.tls_listen is not None and self.setup.tls_context is not None:
             # The handshake must finish within ARTIM, like the A-ASSOCIATE-RQ that follows it.
             self.tls_server = await self.loop.create_server(
                 lambda: DicomProtocol(self), sock=self.setup.tls_listen, backlog=1024,
@@ -225,14 +326,18 @@ class AcceptorServer:
             )
             tls_addr = self.setup.tls_listen.getsockname()
             log.info("acceptor.listening_tls", address=f"{tls_addr[0]}:{tls_addr[1]}",
-                     verify_client=self.cfg.tls.verify_client)
+                     verify_client=self.cfg.tls.verify_client,
+                     fingerprint=tls.fingerprint(self.cfg.tls.certificate))
+            reload.on_reload(partial(_reload_tls, self.setup.tls_context))  # SIGHUP
+        reload.on_reload(self._reload_access)  # SIGHUP: new rules for the next association
         if self.setup.channel is not None:
             self.setup.channel.setblocking(False)
             self.loop.add_reader(self.setup.channel.fileno(), self._on_channel)
         self.me.state = ProcState.READY
-        addr = self.setup.listen.getsockname()
-        log.info("acceptor.listening", address=f"{addr[0]}:{addr[1]}",
-                 ae_title=self.cfg.network.ae_title)
+        if self.setup.listen is not None:
+            addr = self.setup.listen.getsockname()
+            log.info("acceptor.listening", address=f"{addr[0]}:{addr[1]}",
+                     ae_title=self.cfg.network.ae_title)
         self.loop.add_signal_handler(signal.SIGTERM, self.start_drain)
         self.loop.add_signal_handler(signal.SIGINT, lambda: None)
         heartbeat = self.loop.create_task(self._heartbeat())
@@ -272,9 +377,81 @@ class AcceptorServer:
             await asyncio.sleep(0.5)
 
 
+def _has_spoken(proto: DicomProtocol) -> bool:
+    """Bytes from this peer, read (in the core's buffer) or still in the socket (FIONREAD)."""
+    if proto.conn.buffered_bytes:
+        return True
+    try:
+        raw = fcntl.ioctl(proto.sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (AttributeError, OSError, ValueError):
+        return False
+    return bool(struct.unpack("i", raw)[0])
+
+
+def _eviction_victim(pending: dict[DicomProtocol, None], scan: int = 8) -> DicomProtocol:
+    """The oldest pending connection whose peer has sent nothing yet, among the ``scan``
+    oldest; else the oldest. A requestor whose A-ASSOCIATE-RQ is already on its way (still
+    unread in a busy accept burst) is spared; a flood of silent connections is not."""
+    for i, proto in enumerate(pending):
+        if i >= scan:
+            break
+        if not _has_spoken(proto):
+            return proto
+    return next(iter(pending))
+
+
+_LOGGED_SOP_CLASSES = 16
+
+
+def _peer_of(proto: DicomProtocol, rq: AssociateRQ) -> Peer:
+    """Who is asking: the Calling AE Title, the address, and the subject of the client
+    certificate when the TLS handshake verified one ([tls] verify_client = true)."""
+    address, subject = "", None
+    tr = proto.transport
+    if tr is not None:
+        peername = tr.get_extra_info("peername")
+        if isinstance(peername, tuple) and peername:
+            address = str(peername[0])
+        ssl_object = tr.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            subject = subject_from_peercert(ssl_object.getpeercert())
+    return Peer(rq.calling_ae.strip(), address, subject)
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Soft RLIMIT_NOFILE up to the hard limit: every connection is a descriptor, and a flood
+    must meet max_pending_connections and max_associations, not EMFILE at accept()."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard not in (soft, resource.RLIM_INFINITY):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft, hard
+
+
+def _reload_tls(ctx: ssl.SSLContext, cfg: Config) -> None:
+    """SIGHUP: new [tls] files into the live context; new handshakes present them, open
+    connections keep theirs. Files that do not load are logged and the old identity stays."""
+    try:
+        tls.reload_server(ctx, cfg.tls)
+    except ConfigError as exc:
+        log.error("tls.reload_failed", error=str(exc))
+        return
+    log.info("tls.reloaded", certificate=cfg.tls.certificate,
+             fingerprint=tls.fingerprint(cfg.tls.certificate))
+
+
 def run_acceptor(setup: AcceptorSetup, on_ready: Callable[[], None] | None = None) -> int:
     """Entry point in the forked child: uvloop is created here, after the fork."""
     import uvloop
+
+    soft, hard = raise_fd_limit()
+    net = setup.cfg.network
+    needed = net.max_associations + net.max_pending_connections + 64
+    (log.warning if soft < needed else log.info)("acceptor.fd_limit", soft=soft, hard=hard,
+                                                  needed=needed)
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -283,6 +283,11 @@ class Association:
             # The listener accepted the connection: Evt5 has happened -> AE-5.
             self._apply_local(Evt.EVT5_TRANSPORT_CONNECT_INDICATION, None, now)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Received bytes not yet turned into events (a partial PDU, or PDUs not yet taken)."""
+        return self._buffer.buffered_bytes
+
     # ---- input ---------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | memoryview, now: float = 0.0) -> None:

@@ -1,6 +1,7 @@
 """The receivers the harness compares, by name (``--receivers`` filters on these names).
 
-``appliance-<mode>`` (os, batch, fsync; ``--workers`` workers), ``storescp``,
+``appliance-<mode>`` (os, batch, fsync; ``--workers`` workers), ``appliance-rle`` (batch,
+with ``[storage] compress_on_ingest = "rle"``: the disk table shows the bytes saved), ``storescp``,
 ``storescp-fork``, ``orthanc``, ``pynetdicom``; and for the scaling runs
 ``appliance-os-w<N>``.
 """
@@ -16,6 +17,7 @@ from bench.receivers.orthanc import OrthancReceiver, locate
 from bench.receivers.pynetdicom_scp import PynetdicomReceiver
 
 MODES = ("os", "batch", "fsync")
+RLE = "appliance-rle"  # batch durability, RLE Lossless on ingest (workers/compress.py)
 BASELINE = "storescp-fork"  # the ratios' denominators
 ORTHANC = "orthanc"
 SCALING_WORKERS = (1, 2, 4)
@@ -23,7 +25,8 @@ SCALING_WORKERS = (1, 2, 4)
 
 def main_names() -> list[str]:
     """Every receiver of the side-by-side table, in the order the runs alternate."""
-    return [*(f"appliance-{m}" for m in MODES), "storescp", BASELINE, ORTHANC, "pynetdicom"]
+    return [*(f"appliance-{m}" for m in MODES), RLE, "storescp", BASELINE, ORTHANC,
+            "pynetdicom"]
 
 
 def scaling_names() -> list[str]:
@@ -34,6 +37,8 @@ def build(name: str, *, workers: int, src: Path | None, install: bool) -> Receiv
     """The receiver called ``name`` (``ValueError`` for an unknown name)."""
     if name.startswith("appliance-os-w"):
         return ApplianceReceiver(name, "os", int(name.removeprefix("appliance-os-w")), src)
+    if name == RLE:
+        return ApplianceReceiver(name, "batch", workers, src, compress="rle")
     if name.startswith("appliance-") and name.removeprefix("appliance-") in MODES:
         return ApplianceReceiver(name, name.removeprefix("appliance-"), workers, src)
     if name in ("storescp", BASELINE):

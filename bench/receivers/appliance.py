@@ -8,7 +8,10 @@ it is stored *and* indexed, which is what a Success C-STORE-RSP promises here. T
 files under ``objects/`` are counted too, as a cross-check.
 
 ``ae_table`` (AE title -> host, port) becomes ``[ae_table.TITLE]`` tables of a generated
-config file (C-MOVE destinations, for ``python -m bench retrieve``); empty = no config file.
+config file (C-MOVE destinations, for ``python -m bench retrieve``), ``compress = "rle"``
+``[storage] compress_on_ingest`` (the ``appliance-rle`` receiver); neither = no config file.
+``disk_usage`` reads the bytes stored and saved by compression from the index, for the
+report's disk table.
 
 ``src`` runs the appliance from another checkout (``--appliance-src``), for A/B comparisons of
 two commits with the same harness and corpora.
@@ -37,9 +40,11 @@ def venv_python() -> str:
 class ApplianceReceiver(Receiver):
     family = "appliance"
 
-    def __init__(self, name: str, durability: str, workers: int, src: Path | None = None) -> None:
+    def __init__(self, name: str, durability: str, workers: int, src: Path | None = None,
+                 compress: str = "none") -> None:
         super().__init__(name)
         self.durability = durability
+        self.compress = compress
         self.workers = workers
         self.cwd = src or REPO
         self.http_port = 0
@@ -48,16 +53,20 @@ class ApplianceReceiver(Receiver):
 
     def prepare(self) -> None:
         self.port, self.http_port = free_port(), free_port()
-        if self.ae_table:
-            self._config_path().write_text("".join(
+        if self._has_config():
+            storage = f'[storage]\ncompress_on_ingest = "{self.compress}"\n'
+            self._config_path().write_text(storage + "".join(
                 f'[ae_table.{title}]\nhost = "{host}"\nport = {port}\n'
                 for title, (host, port) in self.ae_table.items()))  # fmt: skip
+
+    def _has_config(self) -> bool:
+        return bool(self.ae_table) or self.compress != "none"
 
     def _config_path(self) -> Path:
         return self.run_dir / "appliance.toml"
 
     def command(self) -> list[str]:
-        config = ["--config", str(self._config_path())] if self.ae_table else []
+        config = ["--config", str(self._config_path())] if self._has_config() else []
         return [
             self.python, "-m", "appliance", "serve",
             "--port", str(self.port), "--host", "127.0.0.1",
@@ -85,6 +94,19 @@ class ApplianceReceiver(Receiver):
         return echo_ok(self.port, self.called_ae)
 
     def count(self) -> int:
+        stats = self._stats()
+        return int(stats["instances"]) if stats else -1
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes of the stored objects and bytes saved by compression on ingest (the index's
+        totals); empty when the index cannot be read."""
+        stats = self._stats()
+        if not stats:
+            return {}
+        return {"stored_bytes": int(stats["stored_bytes"]),
+                "saved_bytes": int(stats.get("saved_bytes", 0))}
+
+    def _stats(self) -> dict[str, int]:
         cp = subprocess.run(
             [self.python, "-m", "appliance", "db", "stats", "--data", str(self.store), "--json"],
             capture_output=True, text=True, cwd=self.cwd, env=self.env(), timeout=120,
@@ -92,12 +114,13 @@ class ApplianceReceiver(Receiver):
         )  # fmt: skip
         lines = [ln for ln in cp.stdout.splitlines() if ln.lstrip().startswith("{")]
         if cp.returncode != 0 or not lines:
-            return -1
-        return int(json.loads(lines[-1])["instances"])
+            return {}
+        stats: dict[str, int] = json.loads(lines[-1])
+        return stats
 
     def object_files(self) -> int:
         return count_files(self.store / "objects")
 
     def describe(self) -> dict[str, object]:
         return {"family": self.family, "durability": self.durability, "workers": self.workers,
-                "src": str(self.cwd)}
+                "compress_on_ingest": self.compress, "src": str(self.cwd)}

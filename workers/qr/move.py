@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from appliance import tls
 from appliance.config import RemoteAE
 from appliance.dimse.messages import CMoveRQ
 from appliance.dimse.status import Status
+from appliance.errors import ConfigError
 from appliance.scu import SCU, ProposedContext, SCUError
 from workers.qr.suboperations import CannotSend, Counts, RetrieveItem, prepare
 
@@ -128,12 +130,14 @@ class MoveTask:
 
     def _suboperations(self, counts: Counts) -> tuple[int | None, str | None]:
         s = self.qr.settings
-        scu = SCU(self.dest.host, self.dest.port, calling_ae=s.ae_title,
-                  called_ae=self.dest.ae_title, contexts=proposed_contexts(self.items),
-                  timeout_s=s.connect_timeout_s)
         try:
+            # [ae_table.X] tls = true: PS3.15 B.9, verified against [tls] ca_file
+            ssl_context = tls.scu_context(self.qr.cfg.tls) if self.dest.tls else None
+            scu = SCU(self.dest.host, self.dest.port, calling_ae=s.ae_title,
+                      called_ae=self.dest.ae_title, contexts=proposed_contexts(self.items),
+                      timeout_s=s.connect_timeout_s, ssl_context=ssl_context)
             scu.associate()
-        except (SCUError, OSError) as exc:
+        except (SCUError, OSError, ConfigError) as exc:
             log.warning("qr.move_destination_unreachable", destination=self.dest.ae_title,
                         error=str(exc))
             counts.fail_remaining([i.sop_instance_uid for i in self.items])
