@@ -121,6 +121,7 @@ def store_settings(cfg: Config) -> StoreSettings:
         implementation_class_uid=IMPLEMENTATION_CLASS_UID,
         implementation_version_name=IMPLEMENTATION_VERSION_NAME,
         compress_on_ingest=cfg.storage.compress_on_ingest,
+        direct_io=cfg.storage.direct_io,
     )
 
 

@@ -50,6 +50,7 @@ from workers.header import (
 from workers.index.schema import InstanceRecord
 from workers.layout import object_relpath
 from workers.part10 import build_file_meta
+from workers.spool import open_spool
 
 HEAD_BYTES = 64 * 1024
 # What compress_on_ingest may compress (workers/compress.py COMPRESSIBLE; imported lazily, as
@@ -58,8 +59,6 @@ _COMPRESSIBLE = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE})
 # Compression holds the data set, its RLE form and the restored copy in memory at once: larger
 # objects are stored as received, so a worker's memory stays bounded.
 COMPRESS_MAX_BYTES = 256 * 1024 * 1024
-_WRITE_COALESCE_BYTES = 256 * 1024
-_DIRECT_WRITE_BYTES = 32 * 1024  # fragments this large are written without a copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +69,7 @@ class StoreSettings:
     implementation_class_uid: str
     implementation_version_name: str
     compress_on_ingest: CompressOnIngest = CompressOnIngest.NONE  # workers/compress.py
+    direct_io: bool = False  # large objects written with O_DIRECT (workers/spool.py)
 
 
 class _Floor:
@@ -134,8 +134,8 @@ class StoreJob:
             raise
         self._meta = self.file_meta(transfer_syntax_uid)
         self.received: tuple[str, int] | None = None  # (syntax, Part 10 size) if compressed
-        self._pending: list[bytes | memoryview] = [self._meta]
-        self._pending_bytes = len(self._meta)
+        self._spool = open_spool(self._fd, settings.direct_io)
+        self._spool.write(self._meta)
         self.head = bytearray()
         self.dataset_bytes = 0
         self.failed: IngestError | None = None
@@ -166,37 +166,16 @@ class StoreJob:
             return
         if len(self.head) < HEAD_BYTES:
             self.head += data[: HEAD_BYTES - len(self.head)]
-        if n < _DIRECT_WRITE_BYTES and self._pending_bytes + n < _WRITE_COALESCE_BYTES \
-                and not last:
-            self._pending.append(bytes(data))  # small fragment: coalesce into fewer writes
-            self._pending_bytes += n
-            return
-        # A large fragment goes to the file straight from the ring (one kernel copy): a
-        # syscall costs less than copying it out first (128 KiB PDVs from storescu, profiled).
-        self._pending.append(data)
         try:
-            self._flush()
+            self._spool.write(data)
+            if last:
+                self._spool.finish()
         except OSError as exc:
             self.fail(self._os_failure(exc))
-
-    def _flush(self) -> None:
-        assert self._fd is not None
-        bufs = self._pending
-        total = sum(len(b) for b in bufs)
-        written = os.writev(self._fd, bufs)
-        if written != total:  # short write (e.g. disk full on the next call): finish by hand
-            rest = b"".join(bytes(b) for b in bufs)[written:]
-            view = memoryview(rest)
-            while view:
-                k = os.write(self._fd, view)
-                view = view[k:]
-        self._pending = []
-        self._pending_bytes = 0
 
     def fail(self, error: IngestError) -> None:
         if self.failed is None:
             self.failed = error
-        self._pending = []
         self._close()
 
     # ---- completion --------------------------------------------------------------------
@@ -209,8 +188,7 @@ class StoreJob:
             with tracing.span("ingest.parse", bytes=self.dataset_bytes):
                 if self.failed is not None:
                     raise self.failed
-                if self._pending:
-                    self._flush()
+                self._spool.finish()
                 attrs = self._parse()
                 validate_against_command(attrs, self.sop_class_uid, self.sop_instance_uid)
         except IngestError:
@@ -311,6 +289,7 @@ class StoreJob:
         return read_index_attributes(whole, self.transfer_syntax_uid)
 
     def _close(self) -> None:
+        self._spool.release()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
