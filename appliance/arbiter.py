@@ -4,9 +4,12 @@ THEORY OF OPERATION
 -------------------
 A synchronous loop with no threads and no event loop. Before forking it creates everything
 that is shared: the listening socket, the control block, and one set of rings per worker
-(WorkerChannels). Children are forked in dependency order (index writer, workers, acceptor,
-exporter); each child sets up its heavy libraries (uvloop, LMDB, pydicom) itself, after the
-fork, importing its role's module lazily.
+(WorkerChannels). Children are forked in dependency order: index writer, workers and
+exporter at once, the acceptor once the index writer and a worker are ready (until then
+connections wait in the listen backlog rather than meet an acceptor with no worker to route
+to). Each child sets up its heavy libraries (uvloop, LMDB, pydicom) itself, after the fork,
+importing its role's module lazily. Acceptor, workers and index writer are the core set:
+``_start_core`` starts it at boot and again after a core restart (below).
 
 Signal handlers only enqueue; the loop dispatches. Every tick it reaps children, checks
 heartbeats and tells systemd how things are.
@@ -16,9 +19,18 @@ heartbeats and tells systemd how things are.
     acceptor fails the dead worker's in-flight operations (0x0110).
   - A worker that fails to boot (exit 3) halts the appliance with exit code 3: a crash loop
     helps nobody.
-  - The acceptor or the index writer dying halts the appliance (exit 1) for systemd to
-    restart it: their ring positions are not recoverable in place, and a restart is cheap and
-    loses nothing acknowledged.
+  - The acceptor or the index writer dying restarts the core set in place: their ring
+    positions cannot be recovered, so the arbiter SIGKILLs and reaps what is left of acceptor,
+    workers and index writer, removes the dead writers' spool files, and forks the three roles
+    again (next generation) on fresh rings and channel pairs. The listening sockets stay open
+    in the arbiter meanwhile, so new connections wait in the backlog instead of being refused.
+    This loses nothing acknowledged: the acceptor answers Success only after the index commit,
+    so whatever the kill interrupted was never acknowledged (at worst a renamed file that was
+    never indexed, which ``pacs db verify`` lists and ``--repair`` moves aside). Readiness is
+    false until the new set is ready (systemd gets a STATUS= line, then READY=1 again). The
+    new acceptor's TLS context is built from the [tls] files as they are now (a SIGHUP may
+    have named new ones since boot). More than ``[processes] core_restart_limit`` restarts
+    within ``core_restart_window_s`` halt the appliance (exit 1) for systemd instead.
   - The exporter is simply restarted.
 
 systemd (appliance/systemd.py): the listening socket comes from LISTEN_FDS when socket
@@ -45,6 +57,7 @@ import signal
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +79,8 @@ EXIT_BOOT_FAILED = 3
 SLOT_ARBITER, SLOT_ACCEPTOR, SLOT_WRITER, SLOT_EXPORTER = 0, 1, 2, 3
 FIRST_WORKER_SLOT = 4
 _TICK_S = 0.25
+_CORE_ROLES = frozenset({Role.ACCEPTOR, Role.WORKER, Role.INDEX_WRITER})
+_CORE_REAP_S = 10.0  # a SIGKILLed child still alive after this is stuck in the kernel: halt
 
 
 @dataclass
@@ -136,14 +151,15 @@ def prepare_metrics_dir(data: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
-def _metrics_child_died(pid: int, role: Role, status: int) -> None:
-    """Merge a dead child's live gauges out (gunicorn's recipe) and count worker restarts."""
+def _metrics_child_died(pid: int, role: Role, status: int, *, replaced: bool = True) -> None:
+    """Merge a dead child's live gauges out (gunicorn's recipe) and count worker restarts
+    (``replaced``: not for workers a core restart stopped on purpose)."""
     from prometheus_client import multiprocess
 
     from metrics import registry as m
 
     multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-    if role is Role.WORKER:
+    if role is Role.WORKER and replaced:
         if os.WIFSIGNALED(status):
             cause = "sigkill" if os.WTERMSIG(status) == signal.SIGKILL else "signal"
         else:
@@ -171,6 +187,9 @@ class Arbiter:
         self.writer_chan: socket.socket | None = None
         self._peer_ends: list[socket.socket] = []
         self._last_watchdog = 0.0
+        self.core_generation = 0  # of acceptor and index writer; +1 per core restart
+        self._core_restarts: deque[float] = deque()  # monotonic times, for the crash-loop guard
+        self._acceptor_end: socket.socket | None = None  # set while its fork waits
 
     # ---- boot --------------------------------------------------------------------------
 
@@ -194,31 +213,14 @@ class Arbiter:
         me.claim(Role.ARBITER, 1)
         me.pid = os.getpid()
         me.state = ProcState.READY
-        for i in range(self.n_workers):
-            ch, rings = WorkerChannels.create(
-                i, 1, cfg.processes.ring_bytes, cfg.processes.reply_ring_bytes
-            )
-            self.channels[i], self.rings[i] = ch, rings
-        self.acceptor_chan, acc_end = channel_pair()
-        self.writer_chan, wr_end = channel_pair()
-        self._peer_ends = [acc_end, wr_end]
         self._install_signals()
         log.info("arbiter.starting", port=port, tls_port=self._tls_port(), workers=self.n_workers,
                  durability=cfg.storage.durability.value, data=str(data))
         systemd.notify(f"STATUS=starting {self.n_workers} workers")
         audit.emit(audit.AuditEvent.APPLICATION_START, ae_title=cfg.network.ae_title,
                    port=port, data_dir=str(data.absolute()), config=self._config_path())
-        self._spawn_writer(wr_end)
-        for i in range(self.n_workers):
-            self._spawn_worker(i)
-        self._spawn_acceptor(acc_end)
+        self._start_core()
         self._spawn_exporter()
-        acc_end.close()
-        wr_end.close()
-        for rings in self.rings.values():  # children hold their own copies now
-            for r in rings:
-                r.close()
-        self.rings.clear()
         code = 1
         try:
             code = self._loop()
@@ -231,6 +233,125 @@ class Arbiter:
             audit.emit(audit.AuditEvent.APPLICATION_STOP,
                        audit.SUCCESS if code == 0 else audit.SERIOUS_FAILURE,
                        ae_title=cfg.network.ae_title, exit_code=code)
+
+    def _start_core(self) -> None:
+        """Create the shared rings and control channels of the core set and fork it in
+        dependency order: index writer and workers now, the acceptor once they are ready
+        (``_spawn_acceptor_when_ready``). Used at boot and by every core restart; the
+        listening sockets and the control block are the arbiter's and stay."""
+        cfg = self.cfg
+        self._drop_pending_acceptor()  # a restart before the last set's acceptor was forked
+        self.core_generation += 1
+        for i in range(self.n_workers):
+            old = self.channels.get(i)
+            ch, rings = WorkerChannels.create(
+                i, old.generation + 1 if old else 1, cfg.processes.ring_bytes,
+                cfg.processes.reply_ring_bytes,
+            )
+            self.channels[i], self.rings[i] = ch, rings
+        self.acceptor_chan, acc_end = channel_pair()
+        self.writer_chan, wr_end = channel_pair()
+        self._peer_ends = [acc_end, wr_end]
+        self._spawn_writer(wr_end)
+        for i in range(self.n_workers):
+            self._spawn_worker(i)
+        wr_end.close()
+        self._peer_ends = [acc_end]
+        self._acceptor_end = acc_end
+
+    def _spawn_acceptor_when_ready(self) -> None:
+        """Fork the acceptor once the index writer and a worker are ready: until then new
+        connections wait in the listen backlog instead of meeting an acceptor that must
+        reject them (no worker: A-ASSOCIATE-RJ transient)."""
+        assert self.cb is not None
+        end = self._acceptor_end
+        if end is None or self.stopping:
+            return
+        if self.cb.slot(SLOT_WRITER).state is not ProcState.READY or not any(
+                self.cb.slot(FIRST_WORKER_SLOT + i).state is ProcState.READY
+                for i in range(self.n_workers)):
+            return
+        self._spawn_acceptor(end)
+        self._drop_pending_acceptor()
+
+    def _drop_pending_acceptor(self) -> None:
+        """Close what only the acceptor's fork still needed: its channel end and the rings."""
+        if self._acceptor_end is not None:
+            self._acceptor_end.close()
+            self._acceptor_end = None
+        self._peer_ends = []
+        for rings in self.rings.values():  # the children hold their own copies
+            for r in rings:
+                r.close()
+        self.rings.clear()
+
+    def _restart_core(self, dead: Child, cause: str) -> None:
+        """The acceptor or the index writer died: stop the rest of the core set and start it
+        again (module docstring), or halt when this has happened too often."""
+        assert self.cb is not None
+        role = dead.role.name.lower()
+        procs = self.cfg.processes
+        now = time.monotonic()
+        while self._core_restarts and now - self._core_restarts[0] > procs.core_restart_window_s:
+            self._core_restarts.popleft()
+        if len(self._core_restarts) >= procs.core_restart_limit:
+            raise HaltAppliance(1, f"{role} died ({cause}) after {len(self._core_restarts)} core "
+                                   f"restarts within {procs.core_restart_window_s:g} s")
+        self._core_restarts.append(now)
+        self.ready_sent = False  # readiness comes back with the new set (_notify_systemd)
+        self.cb.global_area.appliance_state = ApplianceState.STARTING
+        systemd.notify(f"STATUS=restarting acceptor, workers and index writer ({role} died)")
+        stopped = self._stop_core()
+        prepare_data_dir(Path(self.cfg.storage.data_dir))  # the stopped workers' spool files
+        self._renew_tls_context()
+        for chan in (self.acceptor_chan, self.writer_chan):
+            if chan is not None:
+                chan.close()
+        try:
+            self._start_core()
+        except OSError as exc:  # no memory for rings, fork failed: nothing to serve with
+            raise HaltAppliance(1, f"core restart failed: {exc}") from exc
+        from metrics import registry as m
+
+        m.CORE_RESTARTS.labels(role).inc()
+        log.warning("arbiter.core_restarted", died=role, pid=dead.pid, cause=cause,
+                    stopped=stopped, generation=self.core_generation,
+                    restarts_in_window=len(self._core_restarts))
+
+    def _stop_core(self) -> list[int]:
+        """SIGKILL and reap the acceptor, workers and index writer still alive. Nothing they
+        hold was acknowledged; a gentler stop would wait on peers that are gone."""
+        assert self.cb is not None
+        victims = [c for c in self.children.values() if c.role in _CORE_ROLES]
+        for c in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.pid, signal.SIGKILL)
+        deadline = time.monotonic() + _CORE_REAP_S
+        for c in victims:
+            while True:
+                try:
+                    pid, status = os.waitpid(c.pid, os.WNOHANG)
+                except ChildProcessError:  # reaped already
+                    pid, status = c.pid, 0
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    raise HaltAppliance(1, f"{c.role.name.lower()} {c.pid} survives SIGKILL")
+                time.sleep(0.01)
+            self.children.pop(c.pid, None)
+            self.cb.slot(c.index).state = ProcState.STOPPED
+            _metrics_child_died(c.pid, c.role, status, replaced=False)
+        return [c.pid for c in victims]
+
+    def _renew_tls_context(self) -> None:
+        """A new acceptor gets a context built from the current [tls] files (a SIGHUP may
+        have named new ones since boot); if they no longer load, it keeps the old one."""
+        if self.tls_context is None:
+            return
+        try:
+            self.tls_context = tls.server_context(self.cfg.tls)
+        except (ConfigError, OSError) as exc:
+            log.error("tls.reload_failed", error=str(exc))
 
     def _config_path(self) -> str:
         return str(self.source.path.absolute()) if self.source and self.source.path else ""
@@ -315,7 +436,7 @@ class Arbiter:
             self._close_foreign({fd for c in self.channels.values() for fd in (*c.index, *c.acks)})
             return run_index_writer(cfg, slots, chan, beat, ready)
 
-        self._fork(Role.INDEX_WRITER, SLOT_WRITER, 1, "index_writer", target)
+        self._fork(Role.INDEX_WRITER, SLOT_WRITER, self.core_generation, "index_writer", target)
 
     def _spawn_worker(self, i: int) -> None:
         ch = self.channels[i]
@@ -376,7 +497,7 @@ class Arbiter:
                                   self.tls_listener, self.tls_context)
             return run_acceptor(setup)
 
-        self._fork(Role.ACCEPTOR, SLOT_ACCEPTOR, 1, "acceptor", target)
+        self._fork(Role.ACCEPTOR, SLOT_ACCEPTOR, self.core_generation, "acceptor", target)
 
     def _spawn_exporter(self, generation: int = 1) -> None:
         cfg, cb = self.cfg, self.cb
@@ -404,19 +525,26 @@ class Arbiter:
         ch, rings = WorkerChannels.create(
             i, gen, self.cfg.processes.ring_bytes, self.cfg.processes.reply_ring_bytes
         )
+        for r in self.rings.get(i, []):  # the dead one's, kept for an acceptor not yet forked
+            r.close()
         self.channels[i], self.rings[i] = ch, rings
         self._spawn_worker(i)
         assert self.acceptor_chan is not None and self.writer_chan is not None
         header = {"kind": "worker_rings", "slot": i, "generation": gen}
-        for chan, fds in ((self.acceptor_chan, [*ch.jobs, *ch.replies]),
-                          (self.writer_chan, [*ch.index, *ch.acks])):
+        # An acceptor not forked yet inherits the new rings (self.channels) instead.
+        pending = self._acceptor_end is not None
+        targets = [(self.writer_chan, [*ch.index, *ch.acks])]
+        if not pending:
+            targets.append((self.acceptor_chan, [*ch.jobs, *ch.replies]))
+        for chan, fds in targets:
             try:
                 send_with_fds(chan, header, fds)
             except OSError as exc:
                 log.error("arbiter.channel_failed", error=str(exc))
-        for r in rings:
-            r.close()
-        self.rings.pop(i, None)
+        if not pending:
+            for r in rings:
+                r.close()
+            self.rings.pop(i, None)
         data = Path(self.cfg.storage.data_dir)
         for leftover in (data / "tmp").glob(f"{child.pid}-*.part"):
             with contextlib.suppress(FileNotFoundError):
@@ -435,12 +563,15 @@ class Arbiter:
         }
         try:
             while True:
+                # While the acceptor waits for its peers, look more often than once a tick.
+                tick = _TICK_S if self._acceptor_end is None else _TICK_S / 10
                 try:
-                    sig = self.signals.get(timeout=_TICK_S)
+                    sig = self.signals.get(timeout=tick)
                     handlers.get(sig, lambda: None)()
                 except queue.Empty:
                     pass
                 self._reap()
+                self._spawn_acceptor_when_ready()
                 self._check_heartbeats()
                 self._notify_systemd()
                 if self.stopping and not self.children:
@@ -481,8 +612,8 @@ class Arbiter:
                 self._replace_worker(child)
             elif child.role is Role.EXPORTER:
                 self._spawn_exporter(child.generation + 1)
-            else:
-                raise HaltAppliance(1, f"{child.role.name.lower()} died ({cause})")
+            else:  # the acceptor or the index writer
+                self._restart_core(child, cause)
 
     def _check_heartbeats(self) -> None:
         assert self.cb is not None

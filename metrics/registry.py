@@ -71,6 +71,9 @@ INDEX_RECORDS = Counter("pacs_index_records_total", "Records committed, by outco
                         ["outcome"])
 # ---- arbiter / exporter --------------------------------------------------------------------
 WORKER_RESTARTS = Counter("pacs_worker_restarts_total", "Workers replaced, by cause", ["cause"])
+CORE_RESTARTS = Counter("pacs_core_restarts_total",
+                        "Acceptor, workers and index writer restarted together in place, "
+                        "by the role whose death caused it", ["role"])
 DISK_FREE = Gauge("pacs_disk_free_bytes", "Free bytes on the data volume",
                   multiprocess_mode="max")
 INDEX_SIZE = Gauge("pacs_index_size_bytes", "Size of the LMDB data file",
