@@ -10,7 +10,9 @@ for Storage Commitment (PS3.4 J.3.3, PS3.7 D.3.3.4). ``CommitmentListener`` acce
 thread, one association at a time, our acceptor-role ``Association`` and ``negotiate``
 (Storage Commitment and Verification only; the requestor's SCP role is granted). It answers
 N-EVENT-REPORT-RQs and C-ECHO-RQs, refuses every other request with 0x0211, and hands the
-reports to ``take`` / ``wait_for``.
+reports to ``take`` / ``wait_for``. Given an ``ssl_context`` (server side, appliance.tls) it
+accepts DICOM over TLS (PS3.15 B.9) instead: the handshake runs in the thread right after
+accept, within ``timeout_s``; a peer that fails it is noted in ``errors`` like any other.
 
 Invariants: every N-EVENT-REPORT-RQ read gets exactly one response, and a report is handed
 out only after its Success response was written. One misbehaving peer ends its own
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -193,7 +196,8 @@ def report_rsp(rq: NEventReportRQ, status: int) -> NEventReportRSP:
 class CommitmentListener:
     """Receives Storage Commitment N-EVENT-REPORTs on associations a Storage Commitment SCP
     opens to us (PS3.4 J.3.3; module docstring). ``with CommitmentListener(port) as l:``
-    listens at once (``port=0``: the kernel picks, see ``.port``) and serves in a thread."""
+    listens at once (``port=0``: the kernel picks, see ``.port``) and serves in a thread;
+    with ``ssl_context`` (a server context) over TLS only."""
 
     def __init__(
         self,
@@ -203,7 +207,9 @@ class CommitmentListener:
         ae_title: str = "PACS_SCU",
         timeout_s: float = 30.0,
         max_pdu_bytes: int = 1_048_576,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.ssl_context = ssl_context
         self.policy = NegotiationPolicy(
             ae_title=ae_title, max_pdu_bytes=max_pdu_bytes,
             extra_abstract_syntaxes=frozenset({STORAGE_COMMITMENT_PUSH_MODEL}),
@@ -267,7 +273,11 @@ class CommitmentListener:
                 conn.settimeout(self.timeout_s)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
-                    _ServedAssociation(self, conn).run()
+                    if self.ssl_context is None:
+                        _ServedAssociation(self, conn).run()
+                    else:  # wrap_socket handshakes now (a bad certificate raises SSLError)
+                        with self.ssl_context.wrap_socket(conn, server_side=True) as tls_conn:
+                            _ServedAssociation(self, tls_conn).run()
                 except Exception as exc:  # noqa: BLE001 - one bad peer must not stop the thread
                     self.errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -378,10 +388,10 @@ class _ServedAssociation:
             self._send(cid, status_response(identity, Status.UNRECOGNIZED_OPERATION))
 
     def _send(self, context_id: int, command: bytes) -> None:
+        # One small command per response: joined, as an SSLSocket has no sendmsg().
         limit = self.assoc.peer_max_pdu or UNLIMITED_PDU_BYTES
         for parts in fragment_message(context_id, command, None, limit):
-            self.conn.sendmsg([memoryview(b).cast("B")
-                               for b in self.assoc.send_pdata_items(parts)])  # fmt: skip
+            self.conn.sendall(b"".join(self.assoc.send_pdata_items(parts)))
 
 
 def _only_commitment(ac: AssociateAC, rq: AssociateRQ) -> AssociateAC | AssociateRJ:

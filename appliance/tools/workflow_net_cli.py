@@ -36,6 +36,8 @@ from appliance.tools.net_cli import (
 from appliance.tools.net_store import iter_files
 
 if TYPE_CHECKING:
+    import ssl
+
     from pydicom import Dataset
 
     from appliance.workflow_scu import CommitmentResult, WorkflowSCU
@@ -426,9 +428,10 @@ def _commit(args: argparse.Namespace) -> int:
         raise CLIError(EXIT_USAGE, "no DICOM instances to commit")
     listener = None
     if args.listen is not None:
+        server_ctx = _listener_tls_context(args)
         try:
             listener = CommitmentListener(args.listen, ae_title=args.calling_ae,
-                                          timeout_s=args.timeout)  # fmt: skip
+                                          timeout_s=args.timeout, ssl_context=server_ctx)
         except OSError as exc:
             raise CLIError(EXIT_USAGE, f"--listen {args.listen}: {exc.strerror or exc}") from None
     try:
@@ -448,6 +451,32 @@ def _commit(args: argparse.Namespace) -> int:
               + (f" after {args.wait:g} s" if result.outcome is CommitmentOutcome.TIMED_OUT
                  else " before the report came"), file=sys.stderr)  # fmt: skip
     return EXIT_OK if result.all_committed else EXIT_FAILED
+
+
+def _listener_tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """``--listen`` with ``--tls KEY CERT``: the listener serves TLS only (PS3.15 B.9, same
+    profile as the appliance's port) presenting that pair; with ``--tls-ca`` the reporting
+    peer must present a certificate from those CAs (mutual TLS), else none is asked for."""
+    from appliance import tls
+    from appliance.config import TlsConfig
+    from appliance.errors import ConfigError
+
+    if args.tls_identity is None:
+        if args.tls_anonymous:
+            raise CLIError(EXIT_USAGE, "--listen with TLS needs --tls KEY CERT (the listener "
+                                       "presents them to the reporting peer)")
+        return None
+    key, cert = args.tls_identity
+    cas = list(args.tls_ca)
+    try:
+        ctx = tls.server_context(TlsConfig(enabled=True, certificate=cert, private_key=key,
+                                           ca_file=cas[0] if cas else "",
+                                           verify_client=bool(cas)))
+        for extra in cas[1:]:
+            ctx.load_verify_locations(cafile=extra)
+    except (ConfigError, OSError) as exc:
+        raise CLIError(EXIT_USAGE, f"--listen TLS: {exc}") from None
+    return ctx
 
 
 def _print_commitment(result: CommitmentResult, args: argparse.Namespace) -> None:
@@ -574,7 +603,9 @@ def register_commit(sub: argparse._SubParsersAction[Any]) -> None:
                    help="how long to wait for the report (default 60)")
     p.add_argument("--listen", type=int, metavar="PORT",
                    help="also accept the report on a new association to this port, "
-                        "answering as -aet (the peer must know us at this address)")
+                        "answering as -aet (the peer must know us at this address); "
+                        "with --tls KEY CERT over TLS only, presenting that pair, and with "
+                        "--tls-ca requiring the peer's certificate from those CAs")
     p.add_argument("--transaction-uid", metavar="UID", help="default: a new UID")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_guard("commit", _commit))

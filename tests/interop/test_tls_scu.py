@@ -11,10 +11,12 @@ test_tls.py. The ``pacs`` verbs run as subprocesses: what is checked is what a u
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -260,3 +262,81 @@ def test_commitment_report_over_tls_on_a_new_association(
     assert [str(i.ReferencedSOPInstanceUID) for i in info.ReferencedSOPSequence] == [
         stored_uids[1]]
     assert "commitment.reported" in app.stdout_path.read_text()
+
+
+# ---- pacs commit --listen over TLS -----------------------------------------------------
+
+
+def _archive(pki: Pki, listen_port: int, reporter_ctx: ssl.SSLContext,
+             outcomes: list[str]) -> Any:
+    """A pynetdicom Storage Commitment SCP on TLS that answers the N-ACTION and then reports
+    on a new association, over TLS with ``reporter_ctx``, to ``listen_port``; what happened
+    to each report goes to ``outcomes``."""
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+
+    def report(info: Dataset) -> None:
+        try:
+            time.sleep(0.2)  # after the N-ACTION-RSP has gone out
+            ds = Dataset()
+            ds.TransactionUID = info.TransactionUID
+            ds.ReferencedSOPSequence = info.ReferencedSOPSequence
+            ae = AE(ae_title="ARCHIVE")
+            ae.add_requested_context(StorageCommitmentPushModel)
+            assoc = ae.associate("127.0.0.1", listen_port, ae_title="MODALITY",
+                                 ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)],
+                                 tls_args=(reporter_ctx, "127.0.0.1"))
+            if not assoc.is_established:
+                outcomes.append("not established")
+                return
+            status, _ = assoc.send_n_event_report(ds, 1, StorageCommitmentPushModel,
+                                                  STORAGE_COMMITMENT_INSTANCE)
+            outcomes.append(f"0x{int(status.Status):04X}")
+            assoc.release()
+        except Exception as exc:  # noqa: BLE001 - the test reads outcomes
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+
+    def on_action(event: Any) -> tuple[int, None]:
+        threading.Thread(target=report, args=(event.action_information,), daemon=True).start()
+        return 0x0000, None
+
+    cert, key = pki.issue("archive-server")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ae = AE(ae_title="ARCHIVE")
+    ae.add_supported_context(StorageCommitmentPushModel)
+    return ae.start_server(("127.0.0.1", 0), block=False, ssl_context=ctx,
+                           evt_handlers=[(evt.EVT_N_ACTION, on_action)])
+
+
+def test_commit_listen_accepts_the_report_over_tls(pki: Pki, tmp_path: Path) -> None:
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    key_cert = [str(x) for x in reversed(pki.issue("commit-listener"))]  # --tls KEY CERT
+    with_cert = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca))
+    with_cert.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    anonymous = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca))
+    for reporter_ctx, wait, expect_rc in ((with_cert, "30", 0), (anonymous, "3", 1)):
+        listen, outcomes = free_port(), list[str]()
+        server = _archive(pki, listen, reporter_ctx, outcomes)
+        try:
+            port = server.socket.getsockname()[1]
+            rc, out, err = pacs("commit", "--listen", str(listen), "--tls", *key_cert,
+                                "--tls-ca", str(pki.ca), "--wait", wait, "--format", "json",
+                                "-aet", "MODALITY", "-aec", "ARCHIVE", "127.0.0.1", str(port),
+                                str(path))
+        finally:
+            server.shutdown()
+        assert rc == expect_rc, out + err + repr(outcomes)
+        result = json.loads(out)
+        if expect_rc == 0:  # the report came over TLS on the listener, from a CA-signed peer
+            assert result["outcome"] == "reported" and result["same_association"] is False
+            assert result["committed"] == [uid] and outcomes == ["0x0000"], outcomes
+        else:  # --tls-ca: a reporting peer without a certificate fails the handshake
+            assert result["outcome"] == "timed out" and result["committed"] == [], result
+            assert outcomes and outcomes[0] != "0x0000", outcomes
+    # --tls-anonymous has nothing to present as a TLS server: refused before connecting
+    rc, _, err = pacs("commit", "--listen", str(free_port()), "--tls-anonymous",
+                      "-aec", "ARCHIVE", "127.0.0.1", "9", str(path))
+    assert rc == 2 and "--listen with TLS needs --tls KEY CERT" in err, err
