@@ -100,6 +100,10 @@ class ProcessConfig:
     heartbeat_timeout_s: float = 30.0
     ring_bytes: int = 64 * 1024 * 1024  # acceptor -> worker ring, per worker, pre-faulted
     reply_ring_bytes: int = 8 * 1024 * 1024
+    # The acceptor or index writer dying restarts acceptor, workers and index writer in
+    # place; more than core_restart_limit such restarts within the window halt (exit 1).
+    core_restart_limit: int = 5  # 0 = halt at once, for systemd to restart everything
+    core_restart_window_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,22 +420,64 @@ class ConfigSource:
         return load(self.path, self.flags, self.environ)
 
 
+# Numeric settings and the range that makes sense: (section, key, lowest, highest or None,
+# lowest excluded). Where 0 means "none" or "unlimited" it is in range; elsewhere zero and
+# negative values would stall, flood or disable the appliance instead of configuring it.
+_RANGES: tuple[tuple[str, str, float, float | None, bool], ...] = (
+    ("network", "port", 0, 65535, False),
+    # PS3.8 D.1 lets a Maximum Length of 0 mean "unlimited", but we would then buffer any
+    # PDU a peer announces (a "4 GB" one included): a bound is required.
+    ("network", "max_pdu_bytes", 4096, None, False),
+    ("network", "max_presentation_contexts", 1, 128, False),  # odd IDs 1-255 (PS3.8 9.3.2.2)
+    ("network", "max_command_bytes", 1024, None, False),  # any PS3.7 command set fits in 1 KiB
+    ("network", "max_dataset_bytes", 0, None, False),  # 0 = unlimited
+    ("network", "artim_timeout_s", 0, None, True),  # 0 would close every connection at once
+    ("network", "idle_timeout_s", 0, None, False),  # 0 = none
+    ("network", "dimse_timeout_s", 0, None, False),  # 0 = idle_timeout_s
+    ("network", "max_pending_operations", 0, None, False),  # 0 = no limit
+    ("network", "max_associations", 1, None, False),
+    ("network", "max_associations_per_ae", 1, None, False),
+    ("network", "max_pending_connections", 0, None, False),  # 0 = no limit
+    ("network", "socket_buffer_bytes", 4096, None, False),
+    ("storage", "batch_window_ms", 0, None, False),
+    ("storage", "batch_max", 1, None, False),
+    ("storage", "index_map_size_bytes", 65536, None, False),  # grown when full, from here
+    ("storage", "min_free_bytes", 0, None, False),
+    ("processes", "workers", 0, None, False),  # 0 = number of CPUs
+    ("processes", "graceful_timeout_s", 0, None, False),
+    ("processes", "heartbeat_timeout_s", 1.0, None, False),  # children beat at least every 0.5 s
+    ("processes", "ring_bytes", 1024 * 1024, None, False),
+    ("processes", "reply_ring_bytes", 1024 * 1024, None, False),
+    ("processes", "core_restart_limit", 0, None, False),  # 0 = halt at the first death
+    ("processes", "core_restart_window_s", 0, None, True),
+    ("http", "port", 0, 65535, False),
+    ("query", "max_results", 0, None, False),  # 0 = unlimited
+    ("query", "move_pending_interval_s", 0, None, False),
+    ("query", "move_connect_timeout_s", 0, None, True),
+    ("workflow", "watch_interval_s", 0, None, True),
+    ("workflow", "watch_settle_s", 0, None, False),
+    ("workflow", "commitment_grace_s", 0, None, False),
+    ("workflow", "commitment_retry_s", 0, None, True),
+    ("workflow", "commitment_timeout_s", 0, None, True),
+)
+
+
+def _validate_ranges(cfg: Config) -> None:
+    for section, key, low, high, exclusive in _RANGES:
+        value = getattr(getattr(cfg, section), key)
+        if (value <= low if exclusive else value < low) or (high is not None and value > high):
+            limit = (f"> {low:g}" if exclusive else f">= {low:g}") if high is None else (
+                f"{low:g}-{high:g}")
+            raise ConfigError(f"[{section}] {key} must be {limit}, got {value!r}")
+
+
 def validate(cfg: Config) -> None:
     net = cfg.network
-    if not 0 <= net.port <= 65535:
-        raise ConfigError("[network] port must be 0-65535")
+    _validate_ranges(cfg)
     if not 1 <= len(net.ae_title.strip()) <= 16:
         raise ConfigError("[network] ae_title must be 1-16 characters")
-    if net.max_pdu_bytes and net.max_pdu_bytes < 4096:
-        raise ConfigError("[network] max_pdu_bytes must be 0 or >= 4096")
-    if net.max_pdu_bytes * 2 + 4096 > cfg.processes.ring_bytes and net.max_pdu_bytes:
+    if net.max_pdu_bytes * 2 + 4096 > cfg.processes.ring_bytes:
         raise ConfigError("[processes] ring_bytes must exceed twice [network] max_pdu_bytes")
-    if cfg.processes.workers < 0:
-        raise ConfigError("[processes] workers must be >= 0")
-    if cfg.storage.batch_max < 1:
-        raise ConfigError("[storage] batch_max must be >= 1")
-    if cfg.query.max_results < 0:
-        raise ConfigError("[query] max_results must be >= 0")
     _validate_ops(cfg)
     _validate_tls(cfg.tls, any(ae.tls for ae in cfg.ae_table))
     for ae in cfg.ae_table:
@@ -477,8 +523,6 @@ def _validate_ops(cfg: Config) -> None:
         raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, "
                           f"got {cfg.log_level!r}")
     st = cfg.storage
-    if st.min_free_bytes < 0:
-        raise ConfigError("[storage] min_free_bytes must be >= 0")
     if not 0.0 <= st.min_free_percent < 100.0:
         raise ConfigError("[storage] min_free_percent must be 0 to below 100")
     tr = cfg.tracing

@@ -55,3 +55,75 @@ def test_bad_settings_are_refused_by_name(tmp_path: Path, toml: str, message: st
     conf.write_text(toml)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load(conf)
+
+
+# Values that make no sense, each refused with a ConfigError naming "[section] key".
+_REJECTED = [
+    ("network", "port", -1), ("network", "port", 65536),
+    ("network", "max_pdu_bytes", 0), ("network", "max_pdu_bytes", -1),
+    ("network", "max_pdu_bytes", 4095),
+    ("network", "max_presentation_contexts", 0), ("network", "max_presentation_contexts", 129),
+    ("network", "max_command_bytes", 0), ("network", "max_command_bytes", -5),
+    ("network", "max_dataset_bytes", -1),
+    ("network", "artim_timeout_s", 0.0), ("network", "artim_timeout_s", -1.0),
+    ("network", "idle_timeout_s", -1.0), ("network", "dimse_timeout_s", -0.5),
+    ("network", "max_pending_operations", -1),
+    ("network", "max_associations", 0), ("network", "max_associations_per_ae", 0),
+    ("network", "max_pending_connections", -1), ("network", "socket_buffer_bytes", 0),
+    ("storage", "batch_window_ms", -1.0), ("storage", "batch_max", 0),
+    ("storage", "index_map_size_bytes", 0), ("storage", "min_free_bytes", -1),
+    ("processes", "workers", -1), ("processes", "graceful_timeout_s", -1.0),
+    ("processes", "heartbeat_timeout_s", 0.0), ("processes", "heartbeat_timeout_s", -3.0),
+    ("processes", "ring_bytes", 0), ("processes", "reply_ring_bytes", 4096),
+    ("processes", "core_restart_limit", -1), ("processes", "core_restart_window_s", 0.0),
+    ("http", "port", 70000),
+    ("query", "max_results", -1), ("query", "move_pending_interval_s", -1.0),
+    ("query", "move_connect_timeout_s", 0.0),
+    ("workflow", "watch_interval_s", 0.0), ("workflow", "watch_settle_s", -1.0),
+    ("workflow", "commitment_grace_s", -1.0), ("workflow", "commitment_retry_s", 0.0),
+    ("workflow", "commitment_timeout_s", -1.0),
+    ("tls", "port", 70000),
+]
+# Boundary values that do make sense (0 = none / unlimited / automatic where documented).
+_ACCEPTED = [
+    ("network", "port", 0), ("network", "max_pdu_bytes", 4096),
+    ("network", "max_presentation_contexts", 128), ("network", "max_dataset_bytes", 0),
+    ("network", "idle_timeout_s", 0.0), ("network", "dimse_timeout_s", 0.0),
+    ("network", "max_pending_operations", 0), ("network", "max_pending_connections", 0),
+    ("storage", "batch_window_ms", 0.0), ("storage", "index_map_size_bytes", 65536),
+    ("storage", "min_free_bytes", 0), ("processes", "workers", 0),
+    ("processes", "graceful_timeout_s", 0.0), ("processes", "core_restart_limit", 0),
+    ("query", "max_results", 0), ("query", "move_pending_interval_s", 0.0),
+    ("workflow", "watch_settle_s", 0.0), ("workflow", "commitment_grace_s", 0.0),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), _REJECTED)
+def test_nonsense_values_are_refused_naming_the_key(section: str, key: str, value: float) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping({section: {key: value}})
+    assert f"[{section}] {key}" in str(err.value)
+
+
+@pytest.mark.parametrize(("section", "key", "value"), _ACCEPTED)
+def test_boundary_values_are_accepted(section: str, key: str, value: float) -> None:
+    cfg = from_mapping({section: {key: value}})
+    assert getattr(getattr(cfg, section), key) == value
+
+
+def test_every_numeric_setting_has_a_range() -> None:
+    """A new int/float setting must get a rule in validate() (here: in the tables above)."""
+    checked = {(s, k) for s, k, _ in _REJECTED}
+    own_rules = {("storage", "min_free_percent"), ("tracing", "sample_ratio")}
+    for section, values in as_dict(Config()).items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                assert (section, key) in checked | own_rules, f"[{section}] {key} unchecked"
+
+
+def test_ring_must_hold_two_pdus() -> None:
+    with pytest.raises(ConfigError, match=r"\[processes\] ring_bytes"):
+        from_mapping({"network": {"max_pdu_bytes": 4 * 1024 * 1024},
+                      "processes": {"ring_bytes": 8 * 1024 * 1024}})
