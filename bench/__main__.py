@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corpora cache and run folders")
     p.add_argument("--results", type=Path, default=RESULTS, help="where results go")
     p.add_argument("--keep-stores", action="store_true", help="keep each run's store")
+    p.add_argument("--settle", type=float,
+                   help="seconds between a receiver's stop and the next start (default 12, "
+                        "--quick 0): freed memory must cool so no run inherits warm pages")
     r = sub.add_parser("report", help="render the table and chart again from a results JSON")
     r.add_argument("json", type=Path)
     r.add_argument("--results", type=Path, help="where to write (default: beside the JSON)")
@@ -125,6 +128,7 @@ def ingest(args: argparse.Namespace) -> int:
         echo_s=0.0 if args.no_echo else (0.5 if args.quick else 2.0),
         dd_mb=0 if args.no_dd else (128 if args.quick else 1024),
         keep_stores=args.keep_stores, skipped=dict(skipped),
+        settle_s=args.settle if args.settle is not None else (0.0 if args.quick else 12.0),
     )  # fmt: skip
     results: dict[str, Any] = {
         "meta": {

@@ -20,9 +20,13 @@ Stores are deleted at the end of the session, not after each run: on this kind o
 right after a deletion gets the freed page-cache pages warm (new pages cost ≈1 ms of kernel
 CPU per 0.5 MB, recycled ones a fraction of that) and, on ext4 without a journal, pays for
 inode allocation skipping the recently deleted inodes; whichever receiver happened to follow
-a big run would win. So every run writes to fresh pages and fresh inodes. When free space
-falls under ``Plan.reserve_bytes`` the finished stores are deleted and the session pauses
-``Plan.settle_s`` before the next run, saying so.
+a big run would win. So every run writes to fresh inodes. For the same reason each run
+starts ``Plan.settle_s`` after the previous receiver stopped: the memory a receiver frees on
+exit (the appliance's rings: hundreds of MB) stays warm for a few seconds (≈6–10 s measured:
+page-cache writes of 0.5 MB cost ≈0.13 ms of kernel CPU on those pages, ≈0.7–1.4 ms on cold
+ones) and would otherwise speed up whichever receiver comes next. When free space falls
+under ``Plan.reserve_bytes`` the finished stores are deleted and the session pauses
+``Plan.delete_settle_s``, saying so.
 
 A receiver that cannot run here (not installed, no permission) is listed with the reason
 and skipped; one that fails to start twice is dropped for the rest of the session, saying so.
@@ -63,7 +67,8 @@ class Plan:
     dd_mb: int = 1024  # 0 = no dd
     keep_stores: bool = False
     reserve_bytes: int = 8 * 1024**3  # free space under which finished stores are deleted
-    settle_s: float = 70.0  # pause after such a deletion (ext4 "recently deleted": 60 s)
+    delete_settle_s: float = 70.0  # pause after such a deletion (ext4 "recently deleted": 60 s)
+    settle_s: float = 12.0  # between a receiver's stop and the next start (freed pages cool)
     skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -87,6 +92,7 @@ class Runner:
         self.start_failures: dict[str, int] = {}
         self._seq = 0
         self._finished: list[Path] = []  # stores to delete (see the module docstring)
+        self._stopped_at = -1e9  # when the last receiver stopped
 
     def run(self) -> None:
         try:
@@ -124,6 +130,9 @@ class Runner:
         return path
 
     def _start(self, rcv: Receiver, run_dir: Path, rec: dict[str, Any]) -> bool:
+        wait = self._stopped_at + self.plan.settle_s - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
         try:
             rcv.start(run_dir)
             return True
@@ -137,15 +146,17 @@ class Runner:
 
     def _finish(self, rcv: Receiver, run_dir: Path, rec: dict[str, Any]) -> None:
         rec["receiver_exit"] = rcv.stop()
+        self._stopped_at = time.monotonic()
         if self.plan.keep_stores:
             return
         self._finished.append(run_dir)
         if shutil.disk_usage(self.plan.workdir).free < self.plan.reserve_bytes:
-            self.log(f"   free space under {self.plan.reserve_bytes / 1024**3:.0f} GiB: deleting "
-                     f"{len(self._finished)} finished stores, then {self.plan.settle_s:.0f} s "
+            plan = self.plan
+            self.log(f"   free space under {plan.reserve_bytes / 1024**3:.0f} GiB: deleting "
+                     f"{len(self._finished)} finished stores, then {plan.delete_settle_s:.0f} s "
                      "pause so the next run starts on settled pages and inodes")
             self._delete_finished()
-            time.sleep(self.plan.settle_s)
+            time.sleep(self.plan.delete_settle_s)
 
     def _delete_finished(self) -> None:
         for path in self._finished:

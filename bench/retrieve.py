@@ -23,8 +23,11 @@ A retrieve run is ``ok`` only when the client exited 0 without errors and the SO
 UIDs read from the retrieved files are exactly the study's; a C-FIND run only when every
 query had a Success final status and its warm-up query returned exactly the expected
 studies (or series). Runs that are not ok keep their figures in the JSON and stay out of the
-medians. Receivers stay up between repetitions: the workload is read-only, and both keep
-their files in the page cache the same way.
+medians. Receivers stay up between repetitions: the workload is read-only. Before the first
+repetition each receiver serves one C-GET of the study that is not measured: the appliance
+writes large objects with O_DIRECT (README "Direct I/O") and Orthanc through the page cache,
+so without it the first run would compare a disk read with a cache read; after it both serve
+from the page cache.
 
 Writes ``<results>/retrieve-<timestamp>.json`` (every run, the machine, the command) and
 ``retrieve-<timestamp>.md`` / ``retrieve-latest.md`` (``bench/qr_report.py``), and prints the
@@ -131,6 +134,9 @@ class RetrieveRunner:
         try:
             self.destination.start()
             live = [r for r in self.receivers if self._start_and_load(r)]
+            for rcv in live:  # warm-up, not measured: see the module docstring
+                self.log(f"   warm-up C-GET {rcv.name}")
+                self.get_run(rcv, -1)
             for rep in range(self.reps):
                 self.log(f"== repetition {rep + 1}/{self.reps}")
                 for rcv in live:
