@@ -159,6 +159,10 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # numpy's OpenBLAS starts a spinning thread per CPU at import; nothing here does linear
+    # algebra, and on 2 cores those threads showed up in perf (blas_thread_server) beside
+    # ingest. Set before any command imports numpy (the children inherit it).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:

@@ -429,7 +429,7 @@ _RANGES: tuple[tuple[str, str, float, float | None, bool], ...] = (
     # PDU a peer announces (a "4 GB" one included): a bound is required.
     ("network", "max_pdu_bytes", 4096, None, False),
     ("network", "max_presentation_contexts", 1, 128, False),  # odd IDs 1-255 (PS3.8 9.3.2.2)
-    ("network", "max_command_bytes", 1024, None, False),  # any PS3.7 command set fits in 1 KiB
+    ("network", "max_command_bytes", 128, None, False),  # below any real command set
     ("network", "max_dataset_bytes", 0, None, False),  # 0 = unlimited
     ("network", "artim_timeout_s", 0, None, True),  # 0 would close every connection at once
     ("network", "idle_timeout_s", 0, None, False),  # 0 = none
