@@ -79,6 +79,11 @@ log = structlog.get_logger(component="worker")
 _FIND_BUDGET = 64  # pending responses per task per loop turn
 _GET_SLICE_BYTES = 1024 * 1024  # file bytes read and sent per step of a C-GET sub-operation
 _HOLD_MAX_BYTES = 8 * 1024 * 1024  # largest next object queued in the acceptor ahead of time
+# Objects queued in the acceptor ahead of the one on the wire, while they hold less than
+# _HOLD_MAX_BYTES together: with one, worker and acceptor woke each other once per object in
+# lock step with the peer; three ahead let the worker prepare several per wake-up (C-GET of
+# 500 0.5 MB objects with getscu: 1.04-1.20 s -> 0.66-0.81 s here).
+_GET_AHEAD = 3
 QueryRequest = CFindRQ | CGetRQ | CMoveRQ
 
 
@@ -437,10 +442,10 @@ class GetTask:
         self.counts = Counts(len(items))
         self.cancelled = False
         self.sending: _Sending | None = None
-        # Sent, answer awaited, oldest first: at most two. The second was queued while the
-        # first was outstanding, HELD in the acceptor until the peer answers the first
-        # (PS3.7: one operation outstanding on the wire), so the next object leaves the
-        # moment the answer arrives instead of after two process hops.
+        # Sent, answer awaited, oldest first: at most _GET_AHEAD + 1. Those after the first
+        # were queued while it was outstanding, each HELD in the acceptor until the peer
+        # answers the one before (PS3.7: one operation outstanding on the wire), so the next
+        # object leaves the moment the answer arrives instead of after two process hops.
         self.awaiting: list[_Sending] = []
         # An object too large to wait whole in the acceptor's memory: sent unheld, once the
         # previous one is answered.
@@ -454,7 +459,9 @@ class GetTask:
             return not self.awaiting and not self.state.send_paused
         if self.cancelled or self.next_item >= len(self.items):
             return not self.awaiting  # the final response waits for every answer
-        return len(self.awaiting) < 2 and not self.state.send_paused
+        held = sum(a.prepared.length for a in self.awaiting[1:])
+        return (len(self.awaiting) <= _GET_AHEAD and held < _HOLD_MAX_BYTES
+                and not self.state.send_paused)
 
     def cancel(self) -> None:
         self.cancelled = True

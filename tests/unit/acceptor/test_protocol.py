@@ -357,3 +357,25 @@ def test_held_records_wait_for_the_peers_answer(env: Env) -> None:
     env.replies.try_put(Kind.SEND, proto.assoc_id, 9, flags, 41, second)  # answer came first
     env.server._on_replies(env.server.links[0])
     assert [body for _, body in tr.take_pdus()] == [second[6:]]
+
+
+def test_a_chain_of_held_records_goes_out_one_answer_at_a_time(env: Env) -> None:
+    """C-GET queues several sub-operations ahead (workers/qr/service.py _GET_AHEAD), each HELD
+    for the one before it: the peer still sees one C-STORE-RQ outstanding at a time."""
+    proto, tr = env.connect()
+    proto.data_received(associate_rq([(1, VERIFICATION), (3, CT)]))
+    tr.take_pdus()
+    env.job_records()
+    bodies = [encode_pdata_header(8) + struct.pack(">IBB", 4, 3, 0x03) + bytes([i, i])
+              for i in range(3)]
+    flags = Flag.FRAMED | Flag.HELD
+    for held_for, body in zip((41, 42, 43), bodies, strict=True):
+        env.replies.try_put(Kind.SEND, proto.assoc_id, 9, flags, held_for, body)
+    env.server._on_replies(env.server.links[0])
+    assert tr.take_pdus() == []  # 41 (on the wire) is not answered yet
+    for answered, body in zip((41, 42, 43), bodies, strict=True):
+        rsp = encode_message(CStoreRSP(message_id_being_responded_to=answered, status=0,
+                                       affected_sop_class_uid=CT,
+                                       affected_sop_instance_uid="1.2"))
+        proto.data_received(pdata([PDV(3, True, True, rsp)]))
+        assert [b for _, b in tr.take_pdus()] == [body[6:]]
