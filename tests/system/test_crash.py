@@ -34,6 +34,7 @@ from tests.conftest import (
     PYTHON,
     REPO,
     Appliance,
+    group_members,
     index_get_many,
     stored_problems,
     temp_files,
@@ -326,20 +327,6 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
 @pytest.mark.parametrize("durability", ["batch", "os"])
 def test_kill_everything_then_restart(
     appliance_factory: Callable[..., Appliance], durability: str
@@ -355,7 +342,7 @@ def test_kill_everything_then_restart(
         assert app.wait_exit(10) == -signal.SIGKILL
         wait_until(lambda: not any(_alive(p) for p in pids), 10, "all killed processes to go")
         wait_until(
-            lambda: not _group_members(pids[0]), 10, "no appliance process left in its group"
+            lambda: not group_members(pids[0]), 10, "no appliance process left in its group"
         )
     finally:
         stop_streams(streams)

@@ -33,11 +33,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import Appliance, temp_files, wait_until
+from tests.conftest import Appliance, group_members, temp_files, wait_until
 from tests.system.ack_checker import Storer, acked_count, acked_problems, assert_verify_clean
 
 pytestmark = pytest.mark.system
@@ -59,20 +58,6 @@ min_free_bytes = 0
 # --------------------------------------------------------------------------- systemd's part
 
 
-def _group_alive(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
 def _restart_if_down(app: Appliance) -> bool:
     """What systemd does with Restart=on-failure and KillMode=mixed: once the main process
     has exited, SIGKILL what is left of the unit and start it again on the same data."""
@@ -81,11 +66,11 @@ def _restart_if_down(app: Appliance) -> bool:
         return False
     pgid = app.proc.pid
     with contextlib.suppress(AssertionError, pytest.fail.Exception):
-        wait_until(lambda: not _group_alive(pgid), 1, "orphans to notice and exit")
-    for pid in _group_alive(pgid):
+        wait_until(lambda: not group_members(pgid), 1, "orphans to notice and exit")
+    for pid in group_members(pgid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not _group_alive(pgid), 10, "the old process group to be gone")
+    wait_until(lambda: not group_members(pgid), 10, "the old process group to be gone")
     app.start()
     return True
 
