@@ -100,6 +100,11 @@ def _template(path: Path, ts: str) -> tuple[str, bytes]:
 
 
 def _default_corpus() -> Path:
+    # The generator lives in the test fixtures; locust may run from any folder, so the
+    # checkout this file belongs to goes on the path first.
+    repo = str(Path(__file__).resolve().parents[1])
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
     from tests.fixtures.make_datasets import write_ct_corpus
 
     root = Path(tempfile.gettempdir()) / "pacs-locust-corpus-seed23"
