@@ -43,7 +43,7 @@ def syncfs(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Make a directory entry (a rename or a create inside ``path``) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -51,6 +51,7 @@ IMPLEMENTATION_VERSION_NAME = "PACS_APPL_010"
 _PUT_TIMEOUT_S = 30.0
 _SEND_RECORD_BYTES = 256 * 1024
 _BEAT_INTERVAL_S = 0.25  # heartbeat (and orphan check) at least this often while busy
+_FRAMED, _FINAL, _HELD = int(Flag.FRAMED), int(Flag.FINAL), int(Flag.HELD)
 _POLICY_CODES = {DuplicatePolicy.KEEP: 0, DuplicatePolicy.OVERWRITE: 1, DuplicatePolicy.REJECT: 2}
 
 
@@ -89,9 +90,10 @@ class RingOutbox:
             group.append(parts)
             size += pdu_body_length(parts) + 6
             if size >= _SEND_RECORD_BYTES or i == len(pdus) - 1:
-                flags = Flag.FRAMED | (Flag.FINAL if (final and i == len(pdus) - 1) else 0)
+                # plain ints: IntFlag's | builds a new enum member, once per response
+                flags = _FRAMED | (_FINAL if (final and i == len(pdus) - 1) else 0)
                 if held_for:
-                    flags |= Flag.HELD
+                    flags |= _HELD
                 self._put(self.replies, Kind.SEND, assoc_id, msg_id, flags, held_for,
                           *framed(group))
                 group, size = [], 0
@@ -191,10 +193,12 @@ class Worker:
                 # The supervisor needs a beat within heartbeat_timeout_s (30 s by default)
                 # and the in-flight count when it changes, not one per loop turn.
                 self.hooks.heartbeat(in_flight)
-                beat_n, beat_at = in_flight, now + _BEAT_INTERVAL_S
-                if os.getppid() != ppid:
-                    log.warning("worker.orphaned")
-                    return EXIT_OK
+                beat_n = in_flight
+                if now >= beat_at:  # the orphan check (a syscall) on the interval only
+                    beat_at = now + _BEAT_INTERVAL_S
+                    if os.getppid() != ppid:
+                        log.warning("worker.orphaned")
+                        return EXIT_OK
             if (self.stopping or self.hooks.should_exit()) and in_flight == 0:
                 return EXIT_OK
 

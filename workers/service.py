@@ -332,6 +332,9 @@ class Services:
             tracing.end_span(rcv.span, error=hex(status), status=status)
             self._store_rsp(state, rcv.context_id, rcv.command, status, comment)
             return
+        if rcv.span is None:  # tracing off: no context manager per object
+            self._finish_store(state, rcv.context_id, rcv.command, rcv.job)
+            return
         with tracing.use(rcv.span):
             self._finish_store(state, rcv.context_id, rcv.command, rcv.job, rcv.span)
 

@@ -57,18 +57,30 @@ def _to_elements(msg: Any, command_field: int, data_set: bool) -> CommandElement
 
 def _from_elements(cls: type[Any], elements: Mapping[int, CommandValue]) -> Any:
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name == "data_set":
-            continue  # set from (0000,0800) by the caller
-        tag = Tag[f.name.upper()]
+    for name, tag, required in _fields_of(cls):
         if tag in elements:
-            kwargs[f.name] = elements[tag]
-        elif f.default is dataclasses.MISSING:
+            kwargs[name] = elements[tag]
+        elif required:
             raise CommandSetError(
                 f"{cls.__name__}: required element {tag.name} ({tag:#010x}) missing",
                 _message_id(elements),
             )
     return cls(**kwargs)
+
+
+_FIELDS: dict[type[Any], tuple[tuple[str, Tag, bool], ...]] = {}
+
+
+def _fields_of(cls: type[Any]) -> tuple[tuple[str, Tag, bool], ...]:
+    """(field name, its tag, required) per command field of ``cls``, worked out once: one
+    message is decoded per DIMSE operation, and the Tag[...] lookups by name were half of it."""
+    got = _FIELDS.get(cls)
+    if got is None:
+        got = _FIELDS[cls] = tuple(
+            (f.name, Tag[f.name.upper()], f.default is dataclasses.MISSING)
+            for f in dataclasses.fields(cls)
+            if f.name != "data_set")  # set from (0000,0800) by the caller
+    return got
 
 
 @dataclass(frozen=True, slots=True)

@@ -308,8 +308,9 @@ class Ring:
         once it has resumed). ``notify=False`` defers the data doorbell so a batch can be rung
         once with ``notify()``; a refused put rings it for any such pending records.
         """
-        views = [_as_bytes_view(p) for p in parts]
-        length = sum(v.nbytes for v in views)
+        # bytes (most parts: headers, packed records) need no view: len() is their size.
+        views = [p if type(p) is bytes else _as_bytes_view(p) for p in parts]
+        length = sum(map(len, views))  # len of a 1-D "B" view is its nbytes
         if length > self._cap // 2 - HEADER_SIZE:
             raise ValueError(
                 f"payload of {length} bytes exceeds the ring's max {self._cap // 2 - HEADER_SIZE}"
@@ -334,7 +335,7 @@ class Ring:
         _HDR.pack_into(data, pos, kind, flags, assoc_id, msg_id, length, seq & _U32, 0, aux)
         off = pos + HEADER_SIZE
         for v in views:
-            n = v.nbytes
+            n = len(v)
             data[off : off + n] = v
             off += n
         # Publish: record bytes first, then HEAD (a dead producer leaves only whole records).

@@ -387,3 +387,15 @@ def test_fdpass_nonblocking_none_and_limits() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_parts_of_every_buffer_kind_are_copied_by_size_in_bytes(pair: tuple[Ring, Ring]) -> None:
+    """try_put takes bytes as they are and views anything else as bytes: a 16-bit view
+    counts its bytes, not its items."""
+    prod, cons = pair
+    words = memoryview(bytearray(b"\x01\x00\x02\x00")).cast("H")  # 2 items, 4 bytes
+    assert prod.try_put(1, 0, 0, 0, 0, b"ab", bytearray(b"cd"), words, memoryview(b"ef")[1:])
+    cons.drain_doorbell()
+    got = cons.get_copy()
+    assert got is not None
+    assert got[1] == b"abcd\x01\x00\x02\x00f" and got[0].length == 9

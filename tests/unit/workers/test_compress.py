@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from appliance.config import CompressOnIngest
+from metrics import fast
 from metrics import registry as m
 from workers.compress import Decision, compress_dataset, restore_dataset
 from workers.index.reader import IndexReader
@@ -231,6 +232,7 @@ def _store(tmp_path: Path, raw: bytes, mode: CompressOnIngest) -> InstanceRecord
 
 
 def _counter(metric: object) -> float:
+    fast.flush()  # per-object byte counters are batched (metrics/fast.py)
     return float(metric._value.get())  # type: ignore[attr-defined]
 
 

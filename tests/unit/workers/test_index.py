@@ -6,9 +6,11 @@ import dataclasses
 import json
 import subprocess
 import sys
+from dataclasses import FrozenInstanceError, fields, replace
 from pathlib import Path
 
 import lmdb
+import msgpack
 import pytest
 
 from appliance.errors import IndexSchemaError
@@ -320,3 +322,26 @@ def test_record_is_frozen() -> None:
 
 def test_lmdb_error_type_is_what_we_handle() -> None:
     assert issubclass(lmdb.MapFullError, lmdb.Error)
+
+
+def test_record_built_fast_equals_dataclass_constructor() -> None:
+    """from_attributes / unpack_record bypass the dataclass __init__ (schema._record_of):
+    the result is the same record, and a record of the older, shorter schema unpacks with
+    the defaults of the fields it lacks."""
+    r = rec("1.2.3", patient_name="Doe^J")
+    r = replace(r, received_transfer_syntax_uid="1.2.840.10008.1.2", received_size_bytes=99)
+    names = [f.name for f in fields(InstanceRecord)]
+    ref = InstanceRecord(**{n: getattr(r, n) for n in names})
+    again = InstanceRecord.from_attributes(
+        r.attributes(), relpath=r.relpath, size_bytes=r.size_bytes,
+        transfer_syntax_uid=r.transfer_syntax_uid, received_at=r.received_at,
+        calling_ae=r.calling_ae, received_transfer_syntax_uid="1.2.840.10008.1.2",
+        received_size_bytes=99)
+    assert again == ref == unpack_record(pack_record(r)) and hash(again) == hash(ref)
+    assert pack_record(r) == msgpack.packb([getattr(r, n) for n in names], use_bin_type=True)
+    v1 = msgpack.packb([getattr(r, n) for n in names][:names.index("calling_ae") + 1],
+                       use_bin_type=True)
+    old = unpack_record(v1)
+    assert old == replace(r, received_transfer_syntax_uid="", received_size_bytes=0)
+    with pytest.raises(FrozenInstanceError):
+        old.relpath = "x"  # type: ignore[misc]

@@ -173,3 +173,30 @@ def test_pydicom_corpus_files_identified() -> None:
         assert info.sop_instance_uid == ds.file_meta.MediaStorageSOPInstanceUID
         attrs = read_index_attributes(raw[info.dataset_offset :], info.transfer_syntax_uid)
         assert attrs.sop_instance_uid == ds.SOPInstanceUID
+
+
+def test_cached_parts_give_each_object_its_own_instance_uid(tmp_path: Path) -> None:
+    """The elements around (0002,0003) are packed once per class/syntax/AE: every object
+    still gets its own SOP Instance UID (odd and even lengths) and a correct group length,
+    and a cache entry never leaks into another combination."""
+    metas = {}
+    for sop in ("1.2.3.4", "1.2.3.45", "1.2.3.4"):
+        for ae, ts in (("STORESCU", EXPLICIT), ("OTHER_AE", "1.2.840.10008.1.2")):
+            _meta(ts=ts, ae=ae)  # fills the cache entry with another instance UID first
+            meta = build_file_meta(
+                media_storage_sop_class_uid=CT, media_storage_sop_instance_uid=sop,
+                transfer_syntax_uid=ts, source_ae_title=ae,
+                implementation_class_uid="1.2.826.0.1.3680043.9.7433.1",
+                implementation_version_name="PACS_0_1")
+            group_length = struct.unpack_from("<I", meta, 140)[0]
+            assert 144 + group_length == len(meta) and len(meta) % 2 == 0
+            path = tmp_path / "x.dcm"
+            path.write_bytes(meta + DATASET)
+            fm = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+            assert fm.MediaStorageSOPInstanceUID == sop
+            assert fm.TransferSyntaxUID == ts and fm.SourceApplicationEntityTitle == ae
+            assert metas.setdefault((sop, ae), meta) == meta  # same inputs, same bytes
+    with pytest.raises(ValueError):
+        build_file_meta(media_storage_sop_class_uid=CT, media_storage_sop_instance_uid="1.2.é",
+                        transfer_syntax_uid=EXPLICIT, source_ae_title="A",
+                        implementation_class_uid="1.2.3", implementation_version_name="")
