@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -120,8 +121,14 @@ def _reject_label(rj: AssociateRJ) -> str:
 
 
 class DicomProtocol(asyncio.Protocol):
-    def __init__(self, server: AcceptorServer) -> None:
+    def __init__(self, server: AcceptorServer, tls_context: ssl.SSLContext | None = None,
+                 ) -> None:
         self.server = server
+        # [tls] port: the TLS handshake runs first (_handshake), on our own accepted TCP
+        # connection, so that it counts as a pending connection and a failure is logged.
+        self._tls_context = tls_context
+        self.handshaking = False
+        self._early: list[bytes] = []  # decrypted before _handshake resumed (see there)
         self.loop = server.loop
         self.assoc_id = server.next_assoc_id()
         self.transport: asyncio.Transport | None = None
@@ -153,6 +160,9 @@ class DicomProtocol(asyncio.Protocol):
         self.paused = False
         self.draining = False
         self.closed = False
+        # Our A-ABORT and FIN are out (_half_close): the rest of the peer's input is not read
+        # (PS3.8 Sta13) and nothing more may be written (no write after write_eof).
+        self.eof_sent = False
         self.outcome = "peer_closed"
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -170,6 +180,88 @@ class DicomProtocol(asyncio.Protocol):
         self.sock = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if self._tls_context is not None:
+            # [tls] port: pending like a plain connection (evictable, ARTIM) until the
+            # ClientHello arrives (data_received), then the handshake (_handshake).
+            self.server.track_connection(self)
+            self._schedule_timer()
+            return
+        self._connected()
+
+    def _start_handshake(self, data: bytes, context: ssl.SSLContext) -> None:
+        """The first bytes on the [tls] port: hand the connection to TLS. uvloop starts
+        reading only after connection_made, so the ClientHello has already been read here;
+        it is given to the TLS protocol once start_tls has put it in our place."""
+        raw = self.transport
+        assert raw is not None
+        self._tls_context = None  # the TLS transport's connection_made is ours to call
+        self.handshaking = True
+        raw.pause_reading()
+        self.loop.create_task(self._handshake(raw, context, data))
+
+    async def _handshake(self, raw: asyncio.Transport, context: ssl.SSLContext,
+                         early: bytes) -> None:
+        artim = self.server.cfg.network.artim_timeout_s
+        try:
+            starting = self.loop.create_task(self.loop.start_tls(
+                raw, self, context, server_side=True, ssl_handshake_timeout=artim))
+            await asyncio.sleep(0)  # start_tls's first step has run: its protocol is in place
+            tls_protocol: Any = raw.get_protocol()
+            if tls_protocol is self:
+                raise ConnectionAbortedError("start_tls did not take the connection")
+            while early:  # BufferedProtocol: the bytes wait in its incoming BIO
+                buf = tls_protocol.get_buffer(len(early))
+                n = min(len(buf), len(early))
+                buf[:n] = early[:n]
+                tls_protocol.buffer_updated(n)
+                early = early[n:]
+            tls_transport = await starting  # bounded by the handshake timeout (ARTIM)
+        except Exception as exc:  # noqa: BLE001 - OSError/ssl.SSLError/timeout: the peer's
+            self.handshaking = False
+            self.server.untrack_connection(self)
+            raw.abort()
+            if self.outcome == "evicted":  # logged (with a count) by the server
+                m.ASSOCIATIONS.labels("evicted").inc()
+            elif not self.conn.close_requested:  # else ARTIM expired and said so
+                self._handshake_failed(exc)
+            self._finish_handshake_failure()
+            return
+        self.handshaking = False
+        if tls_transport is None or self.outcome == "evicted" or self.closed:
+            if tls_transport is not None:
+                tls_transport.abort()
+            return
+        self.connection_made(tls_transport)
+        # uvloop delivers what came with the client's Finished (e.g. the A-ASSOCIATE-RQ)
+        # before this coroutine resumes: it was kept in _early, in order.
+        pending, self._early = self._early, []
+        for chunk in pending:
+            self.data_received(chunk)
+
+    def _finish_handshake_failure(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        """One line per failed handshake. A TLS error (a certificate refused either way, no
+        common protocol version or cipher) is a failed node authentication: audited as such.
+        A peer that only went silent or hung up is an info line, like ul.artim_expired."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            why = exc.verify_message or str(exc)
+        elif isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+            why = exc.reason or str(exc)
+        else:
+            log.info("tls.handshake_failed", assoc_id=self.assoc_id, peer=self.peer,
+                     error=str(exc) or type(exc).__name__)
+            return
+        m.ASSOCIATIONS.labels("tls_failed").inc()
+        log.warning("tls.handshake_failed", assoc_id=self.assoc_id, peer=self.peer, error=why)
+        audit.emit(audit.AuditEvent.TLS_HANDSHAKE_FAILED, audit.MINOR_FAILURE,
+                   assoc_id=self.assoc_id, peer=self.peer, error=why)
+
+    def _connected(self) -> None:
         if self.sock is not None:
             bufsize = self.server.cfg.network.socket_buffer_bytes
             try:
@@ -185,6 +277,14 @@ class DicomProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         fast.counter(m.RECEIVED_BYTES).inc(len(data))
+        if self.eof_sent and data:
+            return
+        if self._tls_context is not None and data:
+            self._start_handshake(data, self._tls_context)
+            return
+        if self.handshaking:  # never onto the raw transport: wait for the TLS one
+            self._early.append(data)
+            return
         _Tallies.arm(self.loop)
         if self._echo is not None and self._echo_fast(data):
             return
@@ -222,6 +322,8 @@ class DicomProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshaking:  # the TLS handshake failed: _handshake says so
+            return
         if not self.closed:
             self._finish(self.outcome)
 
@@ -229,7 +331,7 @@ class DicomProtocol(asyncio.Protocol):
 
     def _pump(self) -> None:
         conn = self.conn
-        while not self.closed:
+        while not self.closed and not self.eof_sent:
             try:
                 ev = conn.next_event()
             except RemoteULError as exc:
@@ -286,7 +388,8 @@ class DicomProtocol(asyncio.Protocol):
         if rj is not None:
             log.info("assoc.rejected", assoc_id=self.assoc_id, peer=self.peer,
                      calling_ae=rq.calling_ae, called_ae=rq.called_ae, result=rj.result,
-                     source=rj.source, reason=rj.reason)
+                     source=rj.source, reason=rj.reason,
+                     **({"error": ev.provider_reason} if ev.provider_reason else {}))
             self.outcome = "rejected"
             m.ASSOCIATIONS.labels("rejected").inc()
             m.REJECTIONS.labels(_reject_label(rj)).inc()
@@ -640,6 +743,7 @@ class DicomProtocol(asyncio.Protocol):
             return
         if tr.can_write_eof():
             tr.write_eof()
+            self.eof_sent = True
         self.loop.call_later(min(1.0, self.server.cfg.network.artim_timeout_s), tr.abort)
 
     def abort_now(self) -> None:
@@ -688,7 +792,8 @@ class DicomProtocol(asyncio.Protocol):
         self.server.unregister(self, outcome)
 
     def _write(self, data: bytes) -> None:
-        if data and self.transport is not None and not self.transport.is_closing():
+        if (data and self.transport is not None and not self.eof_sent
+                and not self.transport.is_closing()):
             self.transport.write(data)
             fast.counter(m.SENT_BYTES).inc(len(data))
 

@@ -335,7 +335,7 @@ def reject_calling_ae() -> AssociateRJ:
 
 def user_rejected(ac: AssociateAC, rq: AssociateRQ) -> list[str]:
     """Abstract syntaxes of the contexts answered "user-rejection" (refused by access)."""
-    abstract = {pc.context_id: pc.abstract_syntax for pc in rq.presentation_contexts}
+    abstract = _first_abstract_syntaxes(rq)
     return [abstract[pc.context_id] for pc in ac.presentation_contexts
             if pc.result == PresentationResult.USER_REJECTION and pc.context_id in abstract]
 
@@ -358,9 +358,19 @@ def granted_scp_roles(ac: AssociateAC) -> frozenset[str]:
     )
 
 
+def _first_abstract_syntaxes(rq: AssociateRQ) -> dict[int, str]:
+    """Context id -> abstract syntax of its first proposal. A repeated id is answered
+    no-reason (``_answer_context``): only the first one can be accepted, so a later proposal
+    under the same id must not replace it (an echo-only peer would else gain storage)."""
+    abstract: dict[int, str] = {}
+    for pc in rq.presentation_contexts:
+        abstract.setdefault(pc.context_id, pc.abstract_syntax)
+    return abstract
+
+
 def accepted_contexts(ac: AssociateAC, rq: AssociateRQ) -> dict[int, tuple[str, str]]:
     """Context id -> (abstract syntax, transfer syntax) for every accepted context."""
-    abstract = {pc.context_id: pc.abstract_syntax for pc in rq.presentation_contexts}
+    abstract = _first_abstract_syntaxes(rq)
     return {
         pc.context_id: (abstract[pc.context_id], pc.transfer_syntax)
         for pc in ac.presentation_contexts

@@ -81,12 +81,16 @@ class ULLimits:
 
     ``max_pdu_bytes`` is the largest P-DATA-TF body we accept, which must be what we advertise
     as Maximum Length (PS3.8 D.1); 0 = unlimited. ``artim_timeout_s`` is PS3.8 §9.1.5's ARTIM.
+    ``min_peer_max_pdu_bytes``: a requestor whose Maximum Length is below it is rejected.
+    PS3.8 sets no floor, but under 7 bytes no PDV with data fits at all, and a tiny one would
+    make us send every response in thousands of PDUs (12 header bytes each).
     """
 
     max_pdu_bytes: int = 1_048_576
     max_other_pdu_bytes: int = 4_194_304
     max_presentation_contexts: int = 128
     artim_timeout_s: float = 30.0
+    min_peer_max_pdu_bytes: int = 1024
 
 
 class NeedData(Enum):
@@ -108,6 +112,7 @@ class AssociateRequested:
 
     rq: AssociateRQ
     provider_rejection: AssociateRJ | None = None
+    provider_reason: str = ""  # why, for the log, when provider_rejection is set
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +258,7 @@ _RJ_PERMANENT = 1
 _RJ_SOURCE_ACSE_PROVIDER = 2
 _RJ_SOURCE_PRESENTATION_PROVIDER = 3
 _RJ_REASON_PROTOCOL_VERSION = 2  # source 2: protocol-version-not-supported
+_RJ_REASON_NO_REASON = 1  # source 2: no-reason-given
 _RJ_REASON_LOCAL_LIMIT = 2  # source 3: local-limit-exceeded
 
 _RELEASE_RQ: Final = encode_pdu(ReleaseRQ())
@@ -463,14 +469,23 @@ class Association:
         if limit and (advertised is None or advertised == 0 or advertised > limit):
             raise LocalULError(f"Maximum Length {advertised} does not fit max_pdu_bytes {limit}")
 
-    def _provider_check(self, rq: AssociateRQ) -> AssociateRJ | None:
-        """AE-6's "acceptable by service-provider" test (PS3.8 §9.2.2 Table 9-6)."""
+    def _provider_check(self, rq: AssociateRQ) -> tuple[AssociateRJ, str] | None:
+        """AE-6's "acceptable by service-provider" test (PS3.8 §9.2.2 Table 9-6): the
+        A-ASSOCIATE-RJ to send and why, or None."""
         if not rq.protocol_version & 1:  # PS3.8 §9.3.2: only bit 0 (version 1) is tested
-            return AssociateRJ(_RJ_PERMANENT, _RJ_SOURCE_ACSE_PROVIDER, _RJ_REASON_PROTOCOL_VERSION)
+            return (AssociateRJ(_RJ_PERMANENT, _RJ_SOURCE_ACSE_PROVIDER,
+                                _RJ_REASON_PROTOCOL_VERSION),
+                    f"protocol version {rq.protocol_version:#06x} lacks version 1")
         if len(rq.presentation_contexts) > self.limits.max_presentation_contexts:
-            return AssociateRJ(
-                _RJ_PERMANENT, _RJ_SOURCE_PRESENTATION_PROVIDER, _RJ_REASON_LOCAL_LIMIT
-            )
+            return (AssociateRJ(_RJ_PERMANENT, _RJ_SOURCE_PRESENTATION_PROVIDER,
+                                _RJ_REASON_LOCAL_LIMIT),
+                    f"{len(rq.presentation_contexts)} presentation contexts, limit is "
+                    f"{self.limits.max_presentation_contexts}")
+        peer_max = rq.user_information.maximum_length or 0  # 0: no limit (PS3.8 D.1)
+        if 0 < peer_max < self.limits.min_peer_max_pdu_bytes:
+            return (AssociateRJ(_RJ_PERMANENT, _RJ_SOURCE_ACSE_PROVIDER, _RJ_REASON_NO_REASON),
+                    f"Maximum Length {peer_max} is below "
+                    f"{self.limits.min_peer_max_pdu_bytes} bytes")
         return None
 
     # ---- actions on local primitives (PS3.8 §9.2.2); they return the bytes to write -----
@@ -560,8 +575,12 @@ class Association:
         assert isinstance(pdu, AssociateRQ)
         self.deadline = None  # stop ARTIM
         self.peer_max_pdu = pdu.user_information.maximum_length or 0
-        self._provider_rejection = self._provider_check(pdu)
-        return AssociateRequested(pdu, self._provider_rejection)
+        refusal = self._provider_check(pdu)
+        if refusal is None:
+            self._provider_rejection = None
+            return AssociateRequested(pdu)
+        self._provider_rejection = refusal[0]
+        return AssociateRequested(pdu, refusal[0], refusal[1])
 
     def _r_dt_2(self, pdu: PDU) -> _Outcome:
         # Also AR-6 (P-DATA received in Sta7 while awaiting A-RELEASE-RP).
