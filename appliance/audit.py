@@ -24,6 +24,8 @@ for an association, and its Calling AE Title is the only identity the Upper Laye
   APPLICATION_START / _STOP      Application Activity (110100), Application Start/Stop
   ASSOCIATION_ACCEPTED / _CLOSED User Authentication (110114), Login (110122) / Logout
   ASSOCIATION_REJECTED           Security Alert (110113), Node Authentication (110126)
+  TLS_HANDSHAKE_FAILED           Security Alert (110113), Node Authentication (110126): a
+                                 certificate refused (either side) or no common TLS version
   CONFIG_RELOADED                Security Alert (110113), Network Configuration (110128)
   ACCESS_DENIED                  Security Alert (110113), Use of Restricted Function (110132):
                                  an [access] rule refused a peer, an operation or a C-MOVE
@@ -77,6 +79,8 @@ class AuditEvent(Enum):
     ASSOCIATION_CLOSED = AuditMessage("association.closed", "User Authentication", "110114",
                                       "E", ("110123", "Logout"))
     ASSOCIATION_REJECTED = AuditMessage("association.rejected", "Security Alert", "110113",
+                                        "E", ("110126", "Node Authentication"))
+    TLS_HANDSHAKE_FAILED = AuditMessage("tls.handshake_failed", "Security Alert", "110113",
                                         "E", ("110126", "Node Authentication"))
     CONFIG_RELOADED = AuditMessage("config.reloaded", "Security Alert", "110113", "E",
                                    ("110128", "Network Configuration"))

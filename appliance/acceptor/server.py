@@ -318,12 +318,11 @@ class AcceptorServer:
                 lambda: DicomProtocol(self), sock=self.setup.listen, backlog=1024
             )
         if self.setup.tls_listen is not None and self.setup.tls_context is not None:
-            # The handshake must finish within ARTIM, like the A-ASSOCIATE-RQ that follows it.
+            # Plain TCP accept, then each DicomProtocol runs the handshake itself (start_tls):
+            # pending until its A-ASSOCIATE-RQ like a plain connection, failures logged.
+            ctx = self.setup.tls_context
             self.tls_server = await self.loop.create_server(
-                lambda: DicomProtocol(self), sock=self.setup.tls_listen, backlog=1024,
-                ssl=self.setup.tls_context,
-                ssl_handshake_timeout=self.cfg.network.artim_timeout_s or None,
-            )
+                lambda: DicomProtocol(self, ctx), sock=self.setup.tls_listen, backlog=1024)
             tls_addr = self.setup.tls_listen.getsockname()
             log.info("acceptor.listening_tls", address=f"{tls_addr[0]}:{tls_addr[1]}",
                      verify_client=self.cfg.tls.verify_client,
