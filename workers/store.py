@@ -38,6 +38,7 @@ from appliance.errors import IngestError
 from metrics import fast, tracing
 from metrics import registry as m
 from metrics.disk import DiskFloor
+from workers.completeness import SpoolReader, incomplete
 from workers.durability import fsync_dir, is_no_space, report_disk_full
 from workers.header import (
     EXPLICIT_VR_LE,
@@ -212,6 +213,7 @@ class StoreJob:
                 self._spool.finish()
                 attrs = self._parse()
                 validate_against_command(attrs, self.sop_class_uid, self.sop_instance_uid)
+                self._check_whole()
         except IngestError:
             self.discard()
             raise
@@ -311,6 +313,18 @@ class StoreJob:
             fh.seek(len(self._meta))
             whole = fh.read()
         return read_index_attributes(whole, self.transfer_syntax_uid)
+
+    def _check_whole(self) -> None:
+        """Refuse a data set cut short (workers/completeness.py): Success would acknowledge
+        an object nobody can read back."""
+        reader = SpoolReader(self._tmp, len(self._meta))
+        try:
+            why = incomplete(self.transfer_syntax_uid, self.dataset_bytes, self.head,
+                             reader.read_at)
+        finally:
+            reader.close()
+        if why is not None:
+            raise IngestError(f"incomplete data set: {why}", Status.CANNOT_UNDERSTAND)
 
     def _close(self) -> None:
         self._spool.release()

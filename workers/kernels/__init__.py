@@ -11,10 +11,11 @@ import time
 
 # Kernel modules, each with a module-level ``warm_up() -> None``.
 KERNEL_MODULES: tuple[str, ...] = ("workers.kernels.rle", "workers.kernels.walk",
-                                  "workers.kernels.pixels")
+                                  "workers.kernels.lengths", "workers.kernels.pixels")
 # What a worker runs: the header walk (every C-STORE) and RLE (retrieve transcoding). The
 # pixel kernels serve the command-line tools.
-WORKER_KERNELS: tuple[str, ...] = ("workers.kernels.walk", "workers.kernels.rle")
+WORKER_KERNELS: tuple[str, ...] = ("workers.kernels.walk", "workers.kernels.lengths",
+                                  "workers.kernels.rle")
 
 
 def warm_up(modules: tuple[str, ...] = KERNEL_MODULES) -> dict[str, float]:
