@@ -87,7 +87,10 @@ class ULLimits:
     """
 
     max_pdu_bytes: int = 1_048_576
-    max_other_pdu_bytes: int = 4_194_304
+    # Any other PDU (an A-ASSOCIATE-RQ with 128 contexts of 40 transfer syntaxes each is
+    # ~140 KB); each connection still in Sta2 may buffer this much, max_pending_connections
+    # of them at once: 1 MiB keeps that under 256 MiB with the defaults.
+    max_other_pdu_bytes: int = 1_048_576
     max_presentation_contexts: int = 128
     artim_timeout_s: float = 30.0
     min_peer_max_pdu_bytes: int = 1024

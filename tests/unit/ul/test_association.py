@@ -473,3 +473,17 @@ def test_peer_close_in_sta6_is_a_provider_abort() -> None:
     assert pair.acceptor.state is S.STA1_IDLE
     with pytest.raises(LocalULError):
         pair.acceptor.receive_data(b"more")
+
+
+def test_an_associate_rq_announcing_more_than_1_mib_is_aborted_at_its_header() -> None:
+    """Connections still sending their A-ASSOCIATE-RQ are not evicted, so what each may buffer
+    is bounded by the header alone: 1 MiB for any PDU but P-DATA-TF (README limits table)."""
+    pair = UlPair()
+    ac = pair.acceptor
+    ac.receive_data(b"\x01\x00" + (1024 * 1024 + 1).to_bytes(4, "big"), now=1.0)
+    with pytest.raises(RemoteULError) as info:
+        ac.next_event()
+    assert info.value.abort_reason == 6
+    pair2 = UlPair()
+    pair2.acceptor.receive_data(b"\x01\x00" + (1024 * 1024).to_bytes(4, "big"), now=1.0)
+    assert pair2.acceptor.next_event() is NEED_DATA  # at the limit: buffered, waiting for it
