@@ -60,6 +60,8 @@ class _Walk:
     def run(self) -> str | None:
         while self.pos < self.total:
             if self.total - self.pos < 8:
+                if not self.stack and _zero_tail(self.head, self.read_at, self.pos, self.total):
+                    return None
                 return f"data set ends inside an element header at byte {self.pos}"
             buf, at = self._bytes(8)
             group, element = self.tag_of(buf, at)
@@ -139,6 +141,14 @@ def reference_incomplete(transfer_syntax_uid: str, total: int,
 _WINDOW = 4096  # bytes read from the spool file per header outside ``head``
 
 
+def _zero_tail(head: bytes | bytearray | memoryview, read_at: ReadAt, pos: int,
+               total: int) -> bool:
+    """Fewer than 8 bytes left at top level, all zero: padding some senders add, which
+    pydicom ignores too; accepted as the end of the data set."""
+    tail = head[pos:total] if total <= len(head) else read_at(pos, total - pos)
+    return len(tail) == total - pos and not any(tail)
+
+
 def incomplete(transfer_syntax_uid: str, total: int, head: bytes | bytearray | memoryview,
                read_at: ReadAt) -> str | None:
     """Why the ``total``-byte data set (first bytes ``head``) is not whole, or None if it is.
@@ -161,6 +171,9 @@ def incomplete(transfer_syntax_uid: str, total: int, head: bytes | bytearray | m
         if len(chunk) < min(12, total - pos):
             return f"spool file ends before byte {pos + len(chunk)} of the data set"
         buf, base = np.frombuffer(chunk, dtype=np.uint8), pos
+    if (status == k.SHORT_HEADER and depth == 0 and total - pos < 8
+            and _zero_tail(head, read_at, pos, total)):
+        return None
     tag = f"({group:04X},{element:04X})"
     return {
         k.WHOLE: None,

@@ -124,3 +124,20 @@ def test_store_job_refuses_a_data_set_cut_short(tmp_path: Path) -> None:
     assert exc.value.status == Status.CANNOT_UNDERSTAND
     assert "declares" in str(exc.value)
     assert os.listdir(tmp_path / "tmp") == []  # nothing half-written stays
+
+
+@pytest.mark.parametrize(("tail", "whole"), [(b"\x00", True), (b"\x00" * 7, True),
+                                             (b"\x00\x01", False), (b"\x00" * 8, True),
+                                             (b"\x08\x00\x16", False)])
+def test_trailing_bytes(tail: bytes, whole: bool) -> None:
+    """Under 8 zero bytes after the last element are padding (pydicom ignores them too);
+    8 zero bytes are an empty element (0000,0000); anything else is a cut header."""
+    raw = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    info = read_part10_header(raw)
+    data = raw[info.dataset_offset:] + tail
+    syntax = info.transfer_syntax_uid
+    for head in (None, 64):
+        assert (_check(syntax, data, head) is None) is whole
+        h = data if head is None else data[:head]
+        assert (reference_incomplete(syntax, len(data), h, lambda p, n: data[p:p + n])
+                is None) is whole
