@@ -487,13 +487,36 @@ class SCU:
         the lowest-id accepted context for the SOP Class whatever its transfer syntax (the
         caller vouches for the encoding). Raises ``NoAcceptedContext`` when none fits.
         """
+        return self.store_result(self.send_store(
+            dataset_bytes, sop_class_uid, sop_instance_uid, transfer_syntax_uid,
+            priority=priority, move_originator_ae=move_originator_ae,
+            move_originator_msg_id=move_originator_msg_id))
+
+    def send_store(
+        self,
+        dataset_bytes: bytes | memoryview,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str | None = None,
+        *,
+        priority: int = 0,
+        move_originator_ae: str | None = None,
+        move_originator_msg_id: int | None = None,
+    ) -> int:
+        """``store``'s first half: the C-STORE-RQ and its data set are written (the buffer
+        may be released on return); returns the Message ID to pass to ``store_result``. One
+        operation is outstanding at a time (PS3.7): wait for its result before the next."""
         context_id = self._context_for(sop_class_uid, transfer_syntax_uid)
         rq = self._store_rq(
             sop_class_uid, sop_instance_uid, priority, move_originator_ae, move_originator_msg_id
         )
         data = memoryview(dataset_bytes).cast("B")
         self._send_pdus(fragment_message(context_id, encode_message(rq), data, self._peer_limit()))
-        return self._store_result(rq.message_id)
+        return rq.message_id
+
+    def store_result(self, message_id: int) -> StoreResult:
+        """``store``'s second half: wait for the C-STORE-RSP to ``message_id``."""
+        return self._store_result(message_id)
 
     def store_file(
         self,

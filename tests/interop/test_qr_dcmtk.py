@@ -25,6 +25,7 @@ from tests.conftest import (
     Appliance,
     dcmtk_env,
     free_port,
+    index_get_many,
     require_tool,
     run_tool,
     wait_until,
@@ -328,3 +329,29 @@ def test_pacs_find_get_move_against_the_archive(archive: Appliance, corpus: Corp
                  f"StudyInstanceUID={study.uid}", *peer)
     assert done.returncode == 0, done.stderr
     wait_until(lambda: _received_uids(storescp) == want, 10, "the study at storescp")
+
+
+def test_move_with_an_unreadable_object_fails_only_that_one(
+        archive: Appliance, corpus: Corpus, storescp: Path) -> None:
+    """A sub-operation whose file is gone counts as failed, and the others still go: the
+    next object is read while the destination stores the current one (workers/qr/move.py),
+    so a failure found ahead must land on the right sub-operation. Runs last: it deletes a
+    file of the module's archive."""
+    tool = require_tool("movescu")
+    _, study = corpus.studies[-1]
+    series = max(study.series, key=lambda se: len(se.instances))
+    uids = [i.sop_uid for i in series.instances]
+    assert len(uids) >= 3
+    gone = uids[len(uids) // 2]
+    record = index_get_many(archive.data, [gone])[gone]
+    assert record is not None
+    (archive.data / record.relpath).unlink()
+    done = run_tool([tool, "-S", "-v", "-aec", archive.ae_title, "-aem", "STORESCP",
+                     "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study.uid}",
+                     "-k", f"SeriesInstanceUID={series.uid}", "127.0.0.1", str(archive.port)],
+                    timeout_s=60, env=dcmtk_env())
+    text = done.stdout + done.stderr
+    want = set(uids) - {gone}
+    wait_until(lambda: _received_uids(storescp) == want, 10, "every other object at storescp")
+    # 0xB000: complete, one or more failed (PS3.4 C.4.2.1.5), and exactly the others arrived
+    assert "Final Move Response (Warning: SubOperationsCompleteOneOrMoreFailures)" in text, text

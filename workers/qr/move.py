@@ -31,7 +31,7 @@ from appliance.dimse.messages import CMoveRQ
 from appliance.dimse.status import Status
 from appliance.errors import ConfigError
 from appliance.scu import SCU, ProposedContext, SCUError
-from workers.qr.suboperations import CannotSend, Counts, RetrieveItem, prepare
+from workers.qr.suboperations import CannotSend, Counts, Prepared, RetrieveItem, prepare
 
 if TYPE_CHECKING:
     from workers.qr.service import QueryRetrieve
@@ -146,11 +146,19 @@ class MoveTask:
         log.info("qr.move_associated", destination=self.dest.ae_title,
                  contexts=len(scu.accepted), instances=len(self.items))
         try:
+            upcoming: Prepared | CannotSend | None = None
             for n, item in enumerate(self.items):
                 if self.stop.is_set():
                     return None, None
+                current = upcoming if upcoming is not None else self._prepare_for(scu, item)
+                upcoming = None
                 try:
-                    counts.record(item.sop_instance_uid, self._store(scu, item))
+                    if isinstance(current, CannotSend):
+                        raise current
+                    message_id = self._send(scu, item, current)
+                    if n + 1 < len(self.items):  # read the next one while this one is stored
+                        upcoming = self._prepare_for(scu, self.items[n + 1])
+                    counts.record(item.sop_instance_uid, scu.store_result(message_id).status)
                 except CannotSend as exc:
                     log.warning("qr.cannot_send", destination=self.dest.ae_title,
                                 error=str(exc))
@@ -170,34 +178,39 @@ class MoveTask:
                 pass
         return None, None
 
-    def _store(self, scu: SCU, item: RetrieveItem) -> int:
+    def _prepare_for(self, scu: SCU, item: RetrieveItem) -> Prepared | CannotSend:
+        """The object as it will go to this destination, or why it cannot."""
         accepted = {ts for abstract, ts in scu.accepted.values()
                     if abstract == item.sop_class_uid}
         if not accepted:
-            raise CannotSend(f"destination accepted no context for {item.sop_class_uid}")
-        p = prepare(self.qr.settings.data_dir, item, accepted)
+            return CannotSend(f"destination accepted no context for {item.sop_class_uid}")
+        try:
+            return prepare(self.qr.settings.data_dir, item, accepted)
+        except CannotSend as exc:
+            return exc
+
+    def _send(self, scu: SCU, item: RetrieveItem, p: Prepared) -> int:
+        """Write the C-STORE-RQ and data set; returns its Message ID (answer not awaited)."""
         originator = dict(move_originator_ae=self.state.calling_ae,
                           move_originator_msg_id=self.msg_id)
         if p.converted is not None:
-            result = scu.store(p.converted, item.sop_class_uid, item.sop_instance_uid,
-                               p.transfer_syntax_uid, **originator)  # type: ignore[arg-type]
-            return result.status
+            return scu.send_store(p.converted, item.sop_class_uid, item.sop_instance_uid,
+                                  p.transfer_syntax_uid, **originator)  # type: ignore[arg-type]
         with open(p.path, "rb") as fh:
             if p.length == 0:
-                view: bytes | memoryview = b""
-                result = scu.store(view, item.sop_class_uid, item.sop_instance_uid,
-                                   p.transfer_syntax_uid, **originator)  # type: ignore[arg-type]
-                return result.status
+                return scu.send_store(b"", item.sop_class_uid, item.sop_instance_uid,
+                                      p.transfer_syntax_uid,
+                                      **originator)  # type: ignore[arg-type]
             # mmap: the data set goes out as slices of the page cache, never copied whole
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 data = memoryview(mm)
                 try:
-                    result = scu.store(data[p.offset:p.offset + p.length], item.sop_class_uid,
-                                       item.sop_instance_uid, p.transfer_syntax_uid,
-                                       **originator)  # type: ignore[arg-type]
+                    return scu.send_store(data[p.offset:p.offset + p.length],
+                                          item.sop_class_uid, item.sop_instance_uid,
+                                          p.transfer_syntax_uid,
+                                          **originator)  # type: ignore[arg-type]
                 finally:
                     data.release()
-        return result.status
 
 
 def _snapshot(counts: Counts) -> Counts:
