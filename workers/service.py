@@ -114,11 +114,13 @@ class AssociationState:
     operations: frozenset[str] | None = None  # [access] operations; None = all
 
 
-def _store_denied(state: AssociationState, sop_class_uid: str) -> None:
+def access_denied(state: AssociationState, reason: str, **detail: str) -> None:
+    """Log, count and audit one operation the requestor's [access] rule refuses (the
+    acceptor reports the refusals of whole associations and contexts itself)."""
     fields = dict(assoc_id=state.assoc_id, peer=state.peer, calling_ae=state.calling_ae,
-                  sop_class_uid=sop_class_uid, reason="operation")
+                  **detail, reason=reason)
     log.warning("access.denied", **fields)
-    m.ACCESS_DENIED.labels("operation").inc()
+    m.ACCESS_DENIED.labels(reason).inc()
     audit.emit(audit.AuditEvent.ACCESS_DENIED, audit.MINOR_FAILURE, **fields)
 
 
@@ -285,7 +287,7 @@ class Services:
             # A peer allowed C-GET but not storage got storage contexts for the C-GET
             # sub-operations only (SCP role; appliance/negotiation/policy.py): 0x0124.
             refusal = (Status.NOT_AUTHORIZED, "storage not permitted for this peer")
-            _store_denied(state, rq.affected_sop_class_uid)
+            access_denied(state, "operation", sop_class_uid=rq.affected_sop_class_uid)
         elif ctx[0] != rq.affected_sop_class_uid:
             refusal = (
                 Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
@@ -562,9 +564,6 @@ def _peek_attributes(path: Path, offset: int, transfer_syntax_uid: str) -> Index
 
 _ELEMENT = struct.Struct("<HHI")  # Implicit VR LE element header: group, element, length
 _US_ELEMENT = struct.Struct("<HHIH")
-_RSP_FIXED = b"".join(_US_ELEMENT.pack(0, e, 2, v) for e, v in (
-    (0x0100, 0x8001),  # Command Field: C-STORE-RSP
-))
 
 
 def store_rsp_command(msg_id: int, sop_class_uid: str, sop_instance_uid: str,
@@ -584,7 +583,7 @@ def store_rsp_command(msg_id: int, sop_class_uid: str, sop_instance_uid: str,
         inst += b"\0"
     body = b"".join((
         _ELEMENT.pack(0, 0x0002, len(cls)), cls,  # Affected SOP Class UID
-        _RSP_FIXED,
+        _US_ELEMENT.pack(0, 0x0100, 2, 0x8001),  # Command Field: C-STORE-RSP
         _US_ELEMENT.pack(0, 0x0120, 2, msg_id),  # Message ID Being Responded To
         _US_ELEMENT.pack(0, 0x0800, 2, 0x0101),  # Command Data Set Type: none
         _US_ELEMENT.pack(0, 0x0900, 2, status),  # Status

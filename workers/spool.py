@@ -52,7 +52,7 @@ class Spool(Protocol):
     def release(self) -> None: ...
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -92,7 +92,7 @@ class BufferedSpool:
         total = sum(len(b) for b in bufs)
         written = os.writev(self.fd, bufs)
         if written != total:  # short write (e.g. disk full on the next call): finish by hand
-            _write_all(self.fd, b"".join(bytes(b) for b in bufs)[written:])
+            write_all(self.fd, b"".join(bytes(b) for b in bufs)[written:])
 
 
 class _StagingPool:
@@ -171,16 +171,16 @@ class DirectSpool:
         chunk = self._view[:n]
         if self.direct and self._set_direct(True):
             try:
-                _write_all(self.fd, chunk)
+                write_all(self.fd, chunk)
                 self.direct_bytes += n
             except OSError as exc:
                 if exc.errno != errno.EINVAL or self._flushed:
                     raise
                 self.direct = False  # accepted by fcntl, refused on write: buffered for good
                 self._set_direct(False)
-                _write_all(self.fd, chunk)
+                write_all(self.fd, chunk)
         else:
-            _write_all(self.fd, chunk)
+            write_all(self.fd, chunk)
         self._flushed += n
         rest = self._pos - n
         if rest:
@@ -189,7 +189,7 @@ class DirectSpool:
 
     def _buffered(self, data: memoryview) -> None:
         self._set_direct(False)
-        _write_all(self.fd, data)
+        write_all(self.fd, data)
         self._flushed += len(data)
 
     def _set_direct(self, on: bool) -> bool:

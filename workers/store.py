@@ -51,7 +51,7 @@ from workers.header import (
 from workers.index.schema import InstanceRecord
 from workers.layout import object_relpath
 from workers.part10 import build_file_meta
-from workers.spool import open_spool
+from workers.spool import open_spool, write_all
 
 HEAD_BYTES = 64 * 1024
 # What compress_on_ingest may compress (workers/compress.py COMPRESSIBLE; imported lazily, as
@@ -291,7 +291,7 @@ class StoreJob:
             path = self._tmp.removesuffix(".part") + ".rle.part"  # *.part: swept after a crash
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
-                _write_all(fd, meta + result.dataset)
+                write_all(fd, meta + result.dataset)
             except OSError:
                 os.close(fd)
                 os.unlink(path)
@@ -346,12 +346,6 @@ class StoreJob:
     def _os_failure(self, exc: OSError) -> IngestError:
         self._no_space = self._no_space or is_no_space(exc)
         return _os_failure(exc)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 _known_dirs: set[str] = set()

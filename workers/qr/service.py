@@ -68,6 +68,7 @@ from workers.query import (
     model_of,
     retrieve,
 )
+from workers.service import access_denied
 
 if TYPE_CHECKING:
     from workers.index.reader import IndexReader
@@ -194,7 +195,7 @@ class QueryRetrieve:
                 dest = self.cfg.remote_ae(rq.move_destination)
                 allowed = state.move_destinations  # [access] rule of the requestor
                 if dest is not None and allowed is not None and dest.ae_title not in allowed:
-                    _move_denied(state, dest.ae_title)
+                    access_denied(state, "move_destination", destination_ae=dest.ae_title)
                     dest = None  # answered as unknown (0xA801): no oracle for the AE table
                 if dest is None:
                     self._final(state, context_id, rq, Status.MOVE_DESTINATION_UNKNOWN,
@@ -322,15 +323,6 @@ class QueryRetrieve:
                      status=status, completed=counts.completed, failed=counts.failed,
                      warning=counts.warning)
         self.send(state, context_id, rq.message_id, encode_message(rsp), dataset, final)
-
-
-def _move_denied(state: AssociationState, destination: str) -> None:
-    """A C-MOVE to a destination the requestor's [access] rule does not list."""
-    fields = dict(assoc_id=state.assoc_id, peer=state.peer, calling_ae=state.calling_ae,
-                  destination_ae=destination, reason="move_destination")
-    log.warning("access.denied", **fields)
-    m.ACCESS_DENIED.labels("move_destination").inc()
-    audit.emit(audit.AuditEvent.ACCESS_DENIED, audit.MINOR_FAILURE, **fields)
 
 
 def _destination(state: AssociationState, rq: CGetRQ | CMoveRQ) -> str:
