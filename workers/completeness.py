@@ -21,14 +21,19 @@ from collections.abc import Callable
 
 import numpy as np
 
+from workers.header import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    IMPLICIT_VR_LE,
+    JPIP_REFERENCED_DEFLATE,
+    LONG_VR_NAMES,
+)
+
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xE000, 0xE00D, 0xE0DD
-# VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1)
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                       b"UR", b"UT", b"UV"})
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-DEFLATED = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
+_LONG_VRS = frozenset(vr.encode("ascii") for vr in LONG_VR_NAMES)  # 4-byte Value Length
+# Syntaxes whose data set is a zlib stream (as the header walker treats them)
+DEFLATED = frozenset({DEFLATED_EXPLICIT_VR_LE, JPIP_REFERENCED_DEFLATE})
 
 ReadAt = Callable[[int, int], bytes]
 

@@ -183,10 +183,10 @@ def _vr16(vr: str) -> int:
 
 
 # PS3.5 Table 7.1-1: explicit VRs with a 2-byte reserved field and a 32-bit Value Length.
-_LONG_VR_NAMES = ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV")
+LONG_VR_NAMES = ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV")
 _SHORT_VR_NAMES = ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN",
                    "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US")
-_VR_NAMES = {_vr16(v): v for v in _LONG_VR_NAMES + _SHORT_VR_NAMES}
+_VR_NAMES = {_vr16(v): v for v in LONG_VR_NAMES + _SHORT_VR_NAMES}
 # Undefined length is legal on SQ, on UN (PS3.5 §6.2.2) and on encapsulated OB/OW (§A.4).
 _UNDEFINED_OK = frozenset(_vr16(v) for v in ("SQ", "UN", "OB", "OW"))
 _VR_UN = _vr16("UN")
@@ -222,7 +222,7 @@ def _pydicom_failures() -> tuple[type[BaseException], ...]:
 Raw = Sequence[int]
 
 # Explicit VR -> element header size (PS3.5 Table 7.1-1 / 7.1-2); absent = not a VR.
-_HEADER_BYTES = {_vr16(v): 12 if v in _LONG_VR_NAMES else 8 for v in _VR_NAMES.values()}
+_HEADER_BYTES = {_vr16(v): 12 if v in LONG_VR_NAMES else 8 for v in _VR_NAMES.values()}
 
 
 # ---------------------------------------------------------------------------------- walker

@@ -141,3 +141,17 @@ def test_trailing_bytes(tail: bytes, whole: bool) -> None:
         h = data if head is None else data[:head]
         assert (reference_incomplete(syntax, len(data), h, lambda p, n: data[p:p + n])
                 is None) is whole
+
+
+def test_deflated_syntaxes_are_the_header_walkers() -> None:
+    """Only data sets that are a zlib stream go unwalked: Deflated Explicit VR LE and JPIP
+    Referenced Deflate (PS3.5 §A.5, §A.6), as workers/header.py reads them; Deflated Image
+    Frame Compression deflates frames, not the data set, so a cut one is still refused."""
+    import zlib
+
+    raw = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    data = raw[read_part10_header(raw).dataset_offset:]
+    stream = zlib.compress(data)[2:-4]
+    for syntax in ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"):
+        assert _check(syntax, stream) is None
+    assert _check("1.2.840.10008.1.2.8.1", data[:-100]) is not None
