@@ -381,6 +381,7 @@ class Arbiter:
                 signal.signal(sig, signal.SIG_DFL)
             configure_logging(self.cfg.log_level, role=name)
             slot.pid = os.getpid()
+            _set_comm(name if role is not Role.WORKER else f"worker-{index - FIRST_WORKER_SLOT}")
             self._child_setup(name)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             code = target()
@@ -753,6 +754,12 @@ class Arbiter:
                 self.children.pop(pid, None)
             else:
                 time.sleep(0.05)
+
+
+def _set_comm(name: str) -> None:
+    """Name the child for ps/top/perf (``pacs-worker-0``); Linux truncates to 15 bytes."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_text(f"pacs-{name}"[:15])
 
 
 def _child_teardown() -> None:
