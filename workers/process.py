@@ -266,8 +266,9 @@ def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks) -> int
     """Entry point in the forked child."""
     start = time.monotonic()
     try:
-        from workers.kernels import WORKER_KERNELS, warm_up
+        from workers.kernels import WORKER_KERNELS, page_out_compiler, warm_up
         warm_up(WORKER_KERNELS)  # after fork (numba is not fork-safe); before ready
+        page_out_compiler()  # LLVM's code is not needed again (≈70 MiB resident)
         worker = Worker(cfg, channels, hooks)
     except Exception:  # noqa: BLE001 - boot failure is reported by exit code
         log.exception("worker.boot_failed")
