@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.config import Config
 from bench import corpora, machine, report, retrieve
 from bench.ingest import Plan, Runner, validate_assocs
 from bench.receivers import build, main_names, scaling_names
@@ -43,10 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--receivers", type=_names, help=f"subset of {','.join(main_names())} "
                    f"(and {','.join(scaling_names())})")
     p.add_argument("--corpus", type=_names, default=["ct", "small", "large"],
-                   help="subset of ct,small,large")
+                   help="subset of ct,small,large,huge (huge: one 2.1 GB object, for "
+                   "the memory table; not in the default)")
     p.add_argument("--assocs", type=lambda v: [int(x) for x in _names(v)], default=[1, 4],
                    help="parallel associations per run (1..4), default 1,4")
-    p.add_argument("--workers", type=int, default=2, help="appliance workers (default 2)")
+    p.add_argument("--workers", type=int, default=Config().worker_count,
+                   help="appliance workers (default: the appliance's own default here, "
+                   "CPUs less one)")
     p.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=None,
                    help="appliance os with 1, 2, 4 workers (default: on unless --quick)")
     p.add_argument("--no-echo", action="store_true", help="skip the C-ECHO measurements")
@@ -77,14 +81,14 @@ def _specs(args: argparse.Namespace) -> list[corpora.CorpusSpec]:
     specs = corpora.default_specs(quick=args.quick)
     unknown = set(args.corpus) - set(specs)
     if unknown:
-        raise SystemExit(f"unknown corpus {', '.join(sorted(unknown))}; known: ct, small, large")
+        raise SystemExit(f"unknown corpus {', '.join(sorted(unknown))}; known: {', '.join(specs)}")
     for name, count in (("ct", args.ct), ("small", args.small), ("large", args.large)):
         if count is not None:
             specs[name] = corpora.CorpusSpec(name, count, specs[name].rows, specs[name].frames)
     if args.large_frames is not None:
         large = specs["large"]
         specs["large"] = corpora.CorpusSpec("large", large.count, large.rows, args.large_frames)
-    return [specs[name] for name in ("ct", "small", "large") if name in args.corpus]
+    return [spec for name, spec in specs.items() if name in args.corpus]
 
 
 def _receiver_names(args: argparse.Namespace) -> tuple[list[str], list[str]]:

@@ -39,7 +39,7 @@ def draw(results: dict[str, Any], summary: dict[str, Any], path: Path) -> Path |
         rows = sorted(groups[key], key=lambda r: order.get(r["receiver"], 99))
         names = [r["receiver"] for r in rows]
         colours = [_colour(results, n) for n in names]
-        metric = "mb_per_s" if key[0] == "large" else "inst_per_s"
+        metric = "mb_per_s" if key[0] in ("large", "huge") else "inst_per_s"
         large = metric == "mb_per_s"
         cpu = ("cpu_s_per_gb", "receiver CPU s / GB") if large else (
             "cpu_us_per_inst", "receiver CPU µs / instance")

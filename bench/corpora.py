@@ -3,7 +3,9 @@
 - ``ct``: CT Image Storage, 512x512x16-bit (~0.5 MB), 10 patients x 2 studies x 5 series;
 - ``small``: the same hierarchy at 64x64 (~8 KB), where per-object costs dominate;
 - ``large``: Enhanced CT multiframe objects of 200 512x512 frames (~105 MB), where per-byte
-  costs and the disk dominate.
+  costs and the disk dominate;
+- ``huge`` (only when asked for): one Enhanced CT of 4096 frames (~2.1 GB), to watch the
+  receivers' memory while an object far bigger than any buffer arrives.
 
 The generators are the test fixtures' (``tests/fixtures/make_datasets.py``): same seed, same
 bytes, so two machines benchmark the same corpus. A corpus is written once under the work
@@ -66,11 +68,13 @@ def default_specs(*, quick: bool = False) -> dict[str, CorpusSpec]:
             "ct": CorpusSpec("ct", 40, 512),
             "small": CorpusSpec("small", 200, 64),
             "large": CorpusSpec("large", 4, 512, frames=20),
+            "huge": CorpusSpec("huge", 1, 512, frames=400),
         }
     return {
         "ct": CorpusSpec("ct", 1000, 512),
         "small": CorpusSpec("small", 5000, 64),
         "large": CorpusSpec("large", 4, 512, frames=200),
+        "huge": CorpusSpec("huge", 1, 512, frames=4096),
     }
 
 

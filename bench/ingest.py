@@ -110,7 +110,9 @@ class Runner:
             for corpus in plan.corpora:
                 if corpus.name == "large" and plan.dd_mb > 0:
                     self.disk.append(self.dd_run(rep))
-                for assocs in plan.assocs:
+                # A corpus of fewer objects than associations would repeat a smaller run.
+                for assocs in [a for a in plan.assocs
+                               if a <= corpus.files or a == min(plan.assocs)]:
                     receivers = list(plan.receivers)
                     if corpus.name in SCALING_CORPORA and assocs == max(plan.assocs):
                         receivers += plan.scaling

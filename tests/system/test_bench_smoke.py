@@ -151,3 +151,31 @@ def test_summary_takes_medians_of_ok_runs_and_ratios_to_storescp_fork() -> None:
     assert "| ct, 4 | storescp-fork | 400 |" in md
     assert "- **orthanc**: not installed" in md
     assert "3 of 10 instances arrived" in md
+
+
+def test_huge_corpus_gets_a_memory_table_and_one_association() -> None:
+    from bench.__main__ import _specs, build_parser
+    from bench.report import markdown, summarize
+
+    args = build_parser().parse_args(["ingest", "--corpus", "huge,ct", "--quick"])
+    assert [s.name for s in _specs(args)] == ["ct", "huge"]  # the corpora's own order
+
+    def run(name: str, pss: float) -> dict[str, object]:
+        return {"kind": "ingest", "receiver": name, "corpus": "huge", "assocs": 1, "rep": 0,
+                "ok": True, "errors": [], "inst_per_s": 0.5, "mb_per_s": 1000.0,
+                "cpu_s_per_gb": 0.5, "cpu_us_per_inst": 1e6, "peak_rss_mib": 2 * pss,
+                "peak_pss_mib": pss, "client_cpu_us_per_inst": 1e6, "wall_s": 2.0}
+
+    results = {
+        "meta": {"timestamp": "T", "command": "c", "reps": 1, "assocs": [1], "quick": False},
+        "machine": {"cpu": "x", "cores": 2, "memory_gib": 1, "os": "o",
+                    "workdir_filesystem": "f", "dcmtk": "d", "git_sha": "s"},
+        "corpora": {"huge": {"files": 1, "bytes": 2_100_000_000, "mean_bytes": 2.1e9}},
+        "receiver_order": ["appliance-os", "storescp-fork"], "scaling_names": [],
+        "receivers": {}, "skipped": {}, "disk": [],
+        "runs": [run("appliance-os", 200.0), run("storescp-fork", 40.0)],
+    }
+    md = markdown(results, summarize(results))
+    assert "Memory while one huge object arrives" in md
+    assert "| appliance-os | 1000 | 200 | 400 |" in md
+    assert "| storescp-fork | 1000 | 40.0 | 80.0 |" in md
