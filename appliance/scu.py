@@ -339,7 +339,8 @@ class SCU:
     def associate(self) -> None:
         """Connect and negotiate (PS3.8 §9.3.2-9.3.4); fills ``accepted``.
 
-        Raises ``AssociationRejected``, ``AssociationAborted``, ``TimeoutError``,
+        Raises ``AssociationRejected``, ``AssociationAborted`` (also when we abort an AC
+        whose Maximum Length is too small to use), ``TimeoutError``,
         ``ConnectionError`` or, with an ``ssl_context``, ``ssl.SSLError`` (handshake
         failed: the peer's certificate is not trusted, or it refused ours).
         """
@@ -384,6 +385,7 @@ class SCU:
         if not isinstance(ev, AssociateAccepted):
             self.abort()  # Table 9-10 has no such event in Sta5; _next_event already raised
             raise AssociationAborted(f"unexpected {type(ev).__name__} while associating")
+        self._refuse_tiny_peer_max_pdu(ev.ac, assoc.limits.min_peer_max_pdu_bytes)
         proposed = {2 * i + 1: c.abstract_syntax for i, c in enumerate(self.contexts)}
         self.associate_ac = ev.ac
         self.accepted = {
@@ -391,6 +393,26 @@ class SCU:
             for pc in ev.ac.presentation_contexts
             if pc.result == PresentationResult.ACCEPTANCE and pc.context_id in proposed
         }
+
+    def _refuse_tiny_peer_max_pdu(self, ac: AssociateAC, floor: int) -> None:
+        """A-ABORT an A-ASSOCIATE-AC whose Maximum Length Received (PS3.8 D.1) is 1..floor-1.
+
+        PS3.8 sets no floor (0 = unlimited), but a P-DATA-TF of at most 6 bytes cannot hold a
+        PDV with any data (PS3.8 §9.3.5.1: 6 header bytes, then the value), and a few hundred
+        bytes means thousands of PDUs per object. ``floor`` is the one our acceptor applies
+        to requestors (``ULLimits.min_peer_max_pdu_bytes``, 1024; they get A-ASSOCIATE-RJ
+        1-2-1), so both roles hold peers to the same rule; real implementations advertise far
+        more (DCMTK's tools at least 4096). A requestor cannot reject an AC, so this is an
+        A-ABORT, and from the service user (source 0, PS3.8 §9.3.8): the AC is well-formed,
+        it is our policy that refuses it, not a protocol error of the peer's.
+        """
+        peer_max = ac.user_information.maximum_length or 0
+        if 0 < peer_max < floor:
+            self.abort()
+            raise AssociationAborted(
+                f"peer maximum PDU length {peer_max} is too small (at least {floor} bytes "
+                "needed)", _ABORT_SOURCE_USER, 0, by_peer=False,
+            )  # fmt: skip
 
     def _associate_rq(self) -> AssociateRQ:
         pcs = tuple(

@@ -38,6 +38,11 @@ Deviations from the blank cells of Table 9-10, chosen so that the acceptor can n
 P-DATA is the hot path: a P-DATA-TF received in Sta6 is decoded and returned without a table
 lookup (Table 9-10 Sta6 + Evt10 = DT-2, state unchanged); its PDV data are memoryviews into
 the receive buffer. ``send_pdata_items`` frames PDV items that DIMSE already encoded.
+
+Bytes can also be read straight into the receive buffer (``get_buffer``, then
+``buffer_updated``: asyncio.BufferedProtocol's shape), so a large PDU is written once, by the
+kernel. Its receive buffers are reused (``buffer.ReceivePool``): PDV data of such input are
+valid until ``next_event`` returns ``NEED_DATA`` or more input is given, whichever is first.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from enum import Enum
 from typing import Final, Literal
 
 from appliance.errors import LocalULError, RemoteULError
-from appliance.ul.buffer import PduBuffer
+from appliance.ul.buffer import PduBuffer, ReceivePool
 from appliance.ul.fsm import INVALID, Evt, State, transition
 from appliance.ul.pdu import (
     PDU,
@@ -81,7 +86,8 @@ class ULLimits:
 
     ``max_pdu_bytes`` is the largest P-DATA-TF body we accept, which must be what we advertise
     as Maximum Length (PS3.8 D.1); 0 = unlimited. ``artim_timeout_s`` is PS3.8 §9.1.5's ARTIM.
-    ``min_peer_max_pdu_bytes``: a requestor whose Maximum Length is below it is rejected.
+    ``min_peer_max_pdu_bytes``: a requestor whose Maximum Length is below it is rejected (our
+    SCU aborts an acceptor's A-ASSOCIATE-AC below it, appliance/scu.py).
     PS3.8 sets no floor, but under 7 bytes no PDV with data fits at all, and a tiny one would
     make us send every response in thousands of PDUs (12 header bytes each).
     """
@@ -135,7 +141,8 @@ class AssociateRejected:
 @dataclass(frozen=True, slots=True)
 class PDataReceived:
     """P-DATA indication (DT-2, AR-6). PDV data are zero-copy memoryviews of the received
-    bytes; ``PduBuffer`` never resizes memory a view points into, so they stay valid."""
+    bytes: after ``receive_data`` only, they stay valid; after ``buffer_updated``, until
+    ``next_event`` returns ``NEED_DATA`` (see the module docstring)."""
 
     pdvs: tuple[PDV, ...]
 
@@ -273,7 +280,10 @@ _Outcome = Event | None  # what a receive-side action reports (None: nothing to 
 class Association:
     """One DICOM UL association over one transport connection (PS3.8 §9.2)."""
 
-    def __init__(self, role: Role, limits: ULLimits | None = None, now: float = 0.0) -> None:
+    def __init__(self, role: Role, limits: ULLimits | None = None, now: float = 0.0,
+                 rx_pool: ReceivePool | None = None) -> None:
+        """``rx_pool``: ``get_buffer``'s receive buffers, shared by the associations of one
+        thread (default: a private pool, made on first use)."""
         self.role = role
         self.limits = limits if limits is not None else ULLimits()
         self.state = _STA1
@@ -281,7 +291,8 @@ class Association:
         self.close_requested = False
         self.peer_max_pdu = 0
         self._requestor = role is Role.REQUESTOR
-        self._buffer = PduBuffer(self.limits.max_pdu_bytes, self.limits.max_other_pdu_bytes)
+        self._buffer = PduBuffer(self.limits.max_pdu_bytes, self.limits.max_other_pdu_bytes,
+                                 rx_pool)
         self._now = now
         self._eof = False
         self._input_dead = False  # framing lost: the rest of the byte stream is meaningless
@@ -301,16 +312,32 @@ class Association:
 
     def receive_data(self, data: bytes | memoryview, now: float = 0.0) -> None:
         """Feed bytes read from the transport; ``b""`` means the peer closed it (Evt17)."""
-        if self._eof:
-            raise LocalULError("receive_data after the peer closed the transport")
-        if data and self.state is _STA4:
-            # b"" in Sta4 is a failed connect (Evt17 -> AA-4); bytes cannot arrive yet.
-            raise LocalULError("receive_data before connection_established")
+        self._check_input(bool(data), "receive_data")
         self._now = now
         if not data:
             self._eof = True
         elif not self._input_dead and self.state is not _STA1:
             self._buffer.feed(data)
+
+    def get_buffer(self) -> memoryview:
+        """Where to read the next bytes from the transport into (never empty); then say how
+        many arrived with ``buffer_updated``. asyncio.BufferedProtocol.get_buffer's shape."""
+        return self._buffer.get_buffer()
+
+    def buffer_updated(self, nbytes: int, now: float = 0.0) -> None:
+        """``nbytes`` (> 0) were read into the start of the last ``get_buffer`` view; the
+        same as ``receive_data`` of those bytes, without a copy."""
+        self._check_input(True, "buffer_updated")
+        self._now = now
+        if not self._input_dead and self.state is not _STA1:
+            self._buffer.wrote(nbytes)
+
+    def _check_input(self, has_bytes: bool, what: str) -> None:
+        if self._eof:
+            raise LocalULError(f"{what} after the peer closed the transport")
+        if has_bytes and self.state is _STA4:
+            # b"" in Sta4 is a failed connect (Evt17 -> AA-4); bytes cannot arrive yet.
+            raise LocalULError(f"{what} before connection_established")
 
     def next_event(self) -> Event | Literal[NeedData.NEED_DATA]:
         """The next fact about the association, or ``NEED_DATA``.
