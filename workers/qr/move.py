@@ -202,15 +202,18 @@ class MoveTask:
                                       p.transfer_syntax_uid,
                                       **originator)  # type: ignore[arg-type]
             # mmap: the data set goes out as slices of the page cache, never copied whole
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                data = memoryview(mm)
-                try:
-                    return scu.send_store(data[p.offset:p.offset + p.length],
-                                          item.sop_class_uid, item.sop_instance_uid,
-                                          p.transfer_syntax_uid,
-                                          **originator)  # type: ignore[arg-type]
-                finally:
-                    data.release()
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            data = memoryview(mm)
+            # No close on an exception: its traceback's frames still hold slices of the map,
+            # so closing would raise BufferError in place of the real error (an A-ABORT from
+            # the destination became "move failed"); the map goes with the traceback.
+            message_id = scu.send_store(data[p.offset:p.offset + p.length],
+                                        item.sop_class_uid, item.sop_instance_uid,
+                                        p.transfer_syntax_uid,
+                                        **originator)  # type: ignore[arg-type]
+            data.release()
+            mm.close()
+            return message_id
 
 
 def _snapshot(counts: Counts) -> Counts:
