@@ -39,7 +39,7 @@ import select
 import signal
 import socket
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +55,13 @@ from appliance.ipc.ring import Ring
 from metrics import fast
 from metrics import registry as m
 from workers.durability import report_disk_full, syncfs
-from workers.index.schema import InstanceRecord, Outcome, unpack_record
+from workers.index.schema import (
+    InstanceRecord,
+    Outcome,
+    is_current_record,
+    pack_record,
+    unpack_record,
+)
 from workers.index.writer import IndexWriter
 
 log = structlog.get_logger(component="index_writer")
@@ -65,6 +71,9 @@ _BEAT_INTERVAL_S = 0.25  # heartbeat (and orphan check) at least this often whil
 INDEX_FAILED = 0xFFFF  # ack code (outside Outcome) for a record that could not be indexed
 INDEX_OUT_OF_RESOURCES = 0xFFFE  # ack code: the commit failed for lack of space (0xA700)
 _OUTCOME_LABELS = {int(o): o.name.lower() for o in Outcome}
+# Outcome values 0..3, as plain ints: audit_batch counts outcomes in a list indexed by them.
+_STORED, _DUPLICATE_KEPT, _OVERWRITTEN, _REJECTED = (int(o) for o in (
+    Outcome.STORED, Outcome.DUPLICATE_KEPT, Outcome.OVERWRITTEN, Outcome.REJECTED))
 
 
 @dataclass
@@ -101,6 +110,13 @@ class IndexWriterProcess:
         self.heartbeat = heartbeat
         self.stopping = False
         self.commits = 0
+        # The metric tallies used per commit, looked up once (metrics/fast.py).
+        self._commit_seconds = fast.histogram(m.INDEX_COMMIT)
+        self._batch_records = fast.histogram(m.INDEX_BATCH)
+        self._record_tallies: defaultdict[int, fast.Tally] = defaultdict(
+            lambda: fast.counter(m.INDEX_RECORDS, "failed"))
+        for code, label in _OUTCOME_LABELS.items():
+            self._record_tallies[code] = fast.counter(m.INDEX_RECORDS, label)
 
     def _all(self) -> list[SlotRings]:
         return [*self.rings.values(), *self.retired]
@@ -162,8 +178,10 @@ class IndexWriterProcess:
         if batch:
             self._commit(batch)
         for sr in self._all():
-            self._flush_backlog(sr)
-        self._drop_drained_retired()
+            if sr.backlog:  # _commit flushed its own; what a full ack ring held back
+                self._flush_backlog(sr)
+        if self.retired:
+            self._drop_drained_retired()
 
     def _collect(self, limit: int | None = None, ready: Collection[int] | None = None
                  ) -> list[tuple[SlotRings, int, int, bytes]]:
@@ -188,13 +206,16 @@ class IndexWriterProcess:
         self.commits += 1
         if audit.LOG.enabled and committed:
             audit_batch(committed, self.cfg.network.ae_title)
-        fast.histogram(m.INDEX_COMMIT).observe(time.monotonic() - t0)
-        fast.histogram(m.INDEX_BATCH).observe(len(batch))
+        self._commit_seconds.observe(time.monotonic() - t0)
+        self._batch_records.observe(len(batch))
+        tallies = self._record_tallies
+        acked: dict[int, SlotRings] = {}
         for i, (sr, token, _, _) in enumerate(batch):
             code, old = results[i]
-            fast.counter(m.INDEX_RECORDS, _OUTCOME_LABELS.get(code, "failed")).inc()
+            tallies[code].inc()
             sr.backlog.append((token, code, old.encode()))
-        for sr in {b[0].slot: b[0] for b in batch}.values():
+            acked[sr.slot] = sr
+        for sr in acked.values():
             self._flush_backlog(sr)
 
     def _flush_files(self, batch: list[tuple[SlotRings, int, int, bytes]],
@@ -226,11 +247,11 @@ class IndexWriterProcess:
                 for i in idxs:
                     results[i] = (INDEX_FAILED, f"unknown duplicate policy {policy}")
                 continue
-            good, records = _decode(batch, idxs, results)
+            good, records, packed = _decode(batch, idxs, results)
             if not records:
                 continue
             try:
-                outcomes = self.writer.apply_batch(records, _POLICIES[policy])
+                outcomes = self.writer.apply_batch(records, _POLICIES[policy], packed)
             except (lmdb.PanicError, lmdb.CorruptedError):
                 raise
             except lmdb.Error as exc:  # MapFullError never gets here: the writer grows the map
@@ -295,38 +316,50 @@ def audit_batch(committed: list[tuple[InstanceRecord, Outcome]], our_ae: str) ->
     and SOP classes (PS3.15 A.5.3.4 participant object: the study), action C, or U when a
     stored copy was replaced. Duplicates kept or rejected are counted, not stored."""
     groups: dict[tuple[str, str], list[tuple[InstanceRecord, Outcome]]] = {}
-    for rec, outcome in committed:
-        groups.setdefault((rec.calling_ae, rec.study_instance_uid), []).append((rec, outcome))
+    for item in committed:
+        rec = item[0]
+        group = groups.get((rec.calling_ae, rec.study_instance_uid))
+        if group is None:
+            groups[(rec.calling_ae, rec.study_instance_uid)] = [item]
+        else:
+            group.append(item)
+    log_ = audit.LOG
     for (calling_ae, study_uid), items in groups.items():
-        # Outcome labels precomputed: enum .name is a descriptor call (profiled: a fifth of
-        # this function, which runs once per commit).
-        counts = dict.fromkeys(_OUTCOME_LABELS.values(), 0)
+        # Counted by Outcome value in a list: enum .name is a descriptor call and dict
+        # lookups add up (profiled: this runs once per commit, per object at small batches).
+        counts = [0] * len(_OUTCOME_LABELS)
         sop_classes: dict[str, int] = {}
         for rec, outcome in items:
-            counts[_OUTCOME_LABELS[outcome]] += 1
-            if outcome is Outcome.STORED or outcome is Outcome.OVERWRITTEN:
+            counts[outcome] += 1
+            if outcome in (_STORED, _OVERWRITTEN):
                 sop_classes[rec.sop_class_uid] = sop_classes.get(rec.sop_class_uid, 0) + 1
         first = items[0][0]
-        audit.LOG.emit(
+        replaced = counts[_OVERWRITTEN]
+        log_.emit(
             audit.AuditEvent.INSTANCES_STORED,
-            action="U" if counts["overwritten"] else "C",
+            action="U" if replaced else "C",
             source_ae=calling_ae, destination_ae=our_ae, study_instance_uid=study_uid,
-            instances=counts["stored"] + counts["overwritten"], duplicates=counts["duplicate_kept"],
-            rejected=counts["rejected"], replaced=counts["overwritten"], sop_classes=sop_classes,
-            patient={"PatientID": first.patient_id, "PatientName": first.patient_name},
+            instances=counts[_STORED] + replaced, duplicates=counts[_DUPLICATE_KEPT],
+            rejected=counts[_REJECTED], replaced=replaced, sop_classes=sop_classes,
+            patient={"PatientID": first.patient_id, "PatientName": first.patient_name}
+            if log_.patient_values else None,
         )
 
 
 def _decode(
     batch: list[tuple[SlotRings, int, int, bytes]], idxs: list[int],
     results: dict[int, tuple[int, str]],
-) -> tuple[list[int], list[InstanceRecord]]:
-    """Unpack the records at ``idxs``; the unusable ones get INDEX_FAILED in ``results``."""
+) -> tuple[list[int], list[InstanceRecord], list[bytes]]:
+    """Unpack the records at ``idxs``; the unusable ones get INDEX_FAILED in ``results``.
+    Also returns each record's packed form, to store: the payload itself when it is
+    ``pack_record``'s output for this schema (what workers send), so it is not packed again."""
     good: list[int] = []
     records: list[InstanceRecord] = []
+    packed: list[bytes] = []
     for i in idxs:
+        payload = batch[i][3]
         try:
-            rec = unpack_record(batch[i][3])
+            rec = unpack_record(payload)
         except (ValueError, TypeError) as exc:
             results[i] = (INDEX_FAILED, f"unreadable index record: {exc}")
             continue
@@ -335,7 +368,8 @@ def _decode(
             continue
         good.append(i)
         records.append(rec)
-    return good, records
+        packed.append(payload if is_current_record(payload) else pack_record(rec))
+    return good, records, packed
 
 
 def run_index_writer(
