@@ -39,20 +39,18 @@ import contextlib
 import os
 import ssl
 import tempfile
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import pydicom.uid as pyuid
 from pydicom import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
 
+# The Identifier codec is the shared data set codec; these names are this module's API.
+from appliance.dataset_codec import decode_dataset as decode_identifier
+from appliance.dataset_codec import encode_dataset as encode_identifier
 from appliance.dimse.assembler import CommandComplete, DataFragment
 from appliance.dimse.command import RESPONSE_BIT, Priority, Tag
 from appliance.dimse.fragment import fragment_message
@@ -73,6 +71,7 @@ from appliance.dimse.messages import (
 )
 from appliance.dimse.responses import RequestIdentity, status_response
 from appliance.dimse.status import Status, StatusCategory, category
+from appliance.dimse.transfer_syntax import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from appliance.errors import DimseError
 from appliance.negotiation.qr_classes import (
     PATIENT_ROOT_GET,
@@ -80,16 +79,12 @@ from appliance.negotiation.qr_classes import (
     STUDY_ROOT_GET,
     relational_granted,
 )
-from appliance.negotiation.sop_classes import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN,
-)
 from appliance.scu import SCU, ProposedContext
 from appliance.ul.association import PDataReceived, ReleaseRequested
 from appliance.ul.pdu import PDV, RoleSelection, SOPClassExtendedNegotiation, UserSubItem
 
 #: Proposed for Q/R contexts and, by default, for C-GET storage contexts (PS3.5 §10.1).
-NATIVE_TRANSFER_SYNTAXES: Final = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+NATIVE_TRANSFER_SYNTAXES: Final = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 
 # Storage SOP Classes proposed with the SCP role for C-GET: the common ones, in the spirit of
 # DCMTK getscu's default set (one context each; with the GET models well under 128).
@@ -165,40 +160,6 @@ def scp_roles(sop_classes: Iterable[str]) -> tuple[RoleSelection, ...]:
     """SCP/SCU Role Selection items (PS3.7 D.3.3.4) proposing that we take the SCP role (and
     not the SCU role) for ``sop_classes``: what a C-GET SCU needs for the storage classes."""
     return tuple(RoleSelection(uid, False, True) for uid in dict.fromkeys(sop_classes))
-
-
-# ---- identifiers ---------------------------------------------------------------------------
-
-
-def encode_identifier(identifier: Dataset, transfer_syntax_uid: str) -> bytes:
-    """The Identifier encoded in ``transfer_syntax_uid`` (PS3.5 §10; an encapsulated syntax
-    encodes non-pixel data as Explicit VR Little Endian, deflated as PS3.5 §10.2)."""
-    ts = pyuid.UID(transfer_syntax_uid)
-    fp = DicomBytesIO()
-    fp.is_implicit_VR = ts == IMPLICIT_VR_LITTLE_ENDIAN
-    fp.is_little_endian = ts != pyuid.ExplicitVRBigEndian
-    write_dataset(fp, identifier)
-    data = fp.getvalue()
-    if ts.is_deflated:
-        packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-        data = packer.compress(data) + packer.flush()
-    return data
-
-
-def decode_identifier(data: bytes | memoryview, transfer_syntax_uid: str) -> Dataset:
-    """Parse an Identifier received in ``transfer_syntax_uid``; raises ``ValueError`` when
-    it cannot be inflated or parsed. As lenient as pydicom otherwise (a truncated last value
-    is kept short)."""
-    ts = pyuid.UID(transfer_syntax_uid)
-    raw = bytes(data)
-    try:
-        if ts.is_deflated:
-            raw = zlib.decompress(raw, -zlib.MAX_WBITS)
-        return read_dataset(
-            BytesIO(raw), ts == IMPLICIT_VR_LITTLE_ENDIAN, ts != pyuid.ExplicitVRBigEndian
-        )
-    except Exception as exc:  # pydicom raises many kinds on malformed input
-        raise ValueError(f"undecodable identifier: {exc}") from exc
 
 
 # ---- results -------------------------------------------------------------------------------

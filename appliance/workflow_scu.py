@@ -68,7 +68,8 @@ from appliance.dimse.messages import (
     encode_message,
 )
 from appliance.dimse.status import StatusCategory, category
-from appliance.negotiation.sop_classes import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
+from appliance.dimse.transfer_syntax import IMPLICIT_VR_LE
+from appliance.negotiation.sop_classes import VERIFICATION
 from appliance.qr_scu import (
     NATIVE_TRANSFER_SYNTAXES,
     QRSCU,
@@ -100,7 +101,7 @@ def workflow_contexts(
 ) -> list[ProposedContext]:
     """One context per workflow SOP Class, then Verification (for C-ECHO)."""
     out = [ProposedContext(uid, tuple(transfer_syntaxes)) for uid in dict.fromkeys(sop_classes)]
-    out.append(ProposedContext(VERIFICATION, (IMPLICIT_VR_LITTLE_ENDIAN,)))
+    out.append(ProposedContext(VERIFICATION, (IMPLICIT_VR_LE,)))
     return out
 
 
@@ -309,7 +310,7 @@ class WorkflowSCU(QRSCU):
             ):
                 self._refuse_read(cc, msg)
                 continue
-            ts = self.accepted.get(cc.context_id, ("", IMPLICIT_VR_LITTLE_ENDIAN))[1]
+            ts = self.accepted.get(cc.context_id, ("", IMPLICIT_VR_LE))[1]
             status, report = read_report(msg, data, ts, same_association=True)
             rsp = encode_message(report_rsp(msg, status))
             self._send_pdus(fragment_message(cc.context_id, rsp, None, self._peer_limit()))

@@ -21,19 +21,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from workers.header import (
-    DEFLATED_EXPLICIT_VR_LE,
-    EXPLICIT_VR_BE,
-    IMPLICIT_VR_LE,
-    JPIP_REFERENCED_DEFLATE,
-    LONG_VR_NAMES,
-)
+from appliance.dimse.transfer_syntax import DEFLATED_SYNTAXES, EXPLICIT_VR_BE, IMPLICIT_VR_LE
+from workers.header import LONG_VR_NAMES
 
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xE000, 0xE00D, 0xE0DD
 _LONG_VRS = frozenset(vr.encode("ascii") for vr in LONG_VR_NAMES)  # 4-byte Value Length
 # Syntaxes whose data set is a zlib stream (as the header walker treats them)
-DEFLATED = frozenset({DEFLATED_EXPLICIT_VR_LE, JPIP_REFERENCED_DEFLATE})
+DEFLATED = DEFLATED_SYNTAXES
 
 ReadAt = Callable[[int, int], bytes]
 

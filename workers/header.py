@@ -53,13 +53,8 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from appliance.dimse.status import Status
+from appliance.dimse.transfer_syntax import data_set_encoding
 from appliance.errors import IngestError
-
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
-JPIP_REFERENCED_DEFLATE = "1.2.840.10008.1.2.4.95"  # PS3.5 §A.6: the data set is deflated too
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,19 +528,6 @@ def _via_pydicom(data: Any, implicit: bool, little: bool, complete: bool) -> lis
 # ---------------------------------------------------------------------------------- API
 
 
-@lru_cache(maxsize=64)
-def _syntax(transfer_syntax_uid: str) -> tuple[bool, bool, bool]:
-    """(implicit VR, little endian, deflated) for a transfer syntax (PS3.5 §10, Annex A)."""
-    if transfer_syntax_uid == IMPLICIT_VR_LE:
-        return True, True, False
-    if transfer_syntax_uid == EXPLICIT_VR_BE:
-        return False, False, False
-    if transfer_syntax_uid in (DEFLATED_EXPLICIT_VR_LE, JPIP_REFERENCED_DEFLATE):
-        return False, True, True
-    # Every other standard syntax (all compressed ones) and any private one: Explicit VR LE.
-    return False, True, False
-
-
 def read_index_attributes(
     data: bytes | bytearray | memoryview,
     transfer_syntax_uid: str,
@@ -561,13 +543,13 @@ def read_index_attributes(
     """
     if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1):
         data = data.cast("B")
-    implicit, little, deflated = _syntax(transfer_syntax_uid.strip(" \x00"))
+    encoding = data_set_encoding(transfer_syntax_uid.strip(" \x00"))
     walk = _WALKERS[walker]
-    if deflated:
+    if encoding.deflated:
         return _read_deflated(data, walk)
-    if not little:
+    if not encoding.little:
         return IndexAttributes(*_via_pydicom(data, False, False, complete))
-    return _read_le(data, implicit, complete, walk)
+    return _read_le(data, encoding.implicit, complete, walk)
 
 
 def _read_le(data: Any, implicit: bool, complete: bool, walk: _Walk) -> IndexAttributes:

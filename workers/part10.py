@@ -14,14 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.dimse.transfer_syntax import EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from appliance.errors import ApplianceError, IngestError
-from workers.header import (
-    EXPLICIT_VR_BE,
-    EXPLICIT_VR_LE,
-    IMPLICIT_VR_LE,
-    NeedMoreData,
-    read_index_attributes,
-)
+from workers.header import NeedMoreData, read_index_attributes
 
 PREAMBLE = bytes(128)
 MAGIC = b"DICM"

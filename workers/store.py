@@ -34,6 +34,7 @@ from pathlib import Path
 
 from appliance.config import CompressOnIngest
 from appliance.dimse.status import Status
+from appliance.dimse.transfer_syntax import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from appliance.errors import IngestError
 from metrics import fast, tracing
 from metrics import registry as m
@@ -41,8 +42,6 @@ from metrics.disk import DiskFloor
 from workers.completeness import SpoolReader, incomplete
 from workers.durability import fsync_dir, is_no_space, report_disk_full
 from workers.header import (
-    EXPLICIT_VR_LE,
-    IMPLICIT_VR_LE,
     IndexAttributes,
     NeedMoreData,
     read_index_attributes,

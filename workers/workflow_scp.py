@@ -20,25 +20,21 @@ Commitment (PS3.4 J.3.3, PS3.7 D.3.3.4), from a thread, retrying every
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
 import ssl
 import threading
 import time
 import uuid
-import warnings
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
 
 from appliance import audit, tls
 from appliance.config import Config, Durability
+from appliance.dataset_codec import DatasetError, decode_dataset, encode_dataset
 from appliance.dimse.command import Tag, encode_command_set
 from appliance.dimse.fragment import fragment_message
 from appliance.dimse.messages import (
@@ -54,6 +50,7 @@ from appliance.dimse.messages import (
     encode_message,
 )
 from appliance.dimse.status import Status
+from appliance.dimse.transfer_syntax import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from appliance.errors import ConfigError
 from appliance.negotiation.qr_classes import MODALITY_PERFORMED_PROCEDURE_STEP as MPPS
 from appliance.negotiation.qr_classes import MODALITY_WORKLIST_FIND as MWL_FIND
@@ -82,41 +79,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(component="worker")
 
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-DEFLATED = "1.2.840.10008.1.2.1.99"
 NRequest = NCreateRQ | NSetRQ | NActionRQ
-
-
-class DatasetError(ValueError):
-    pass
-
-
-def decode_dataset(data: bytes, transfer_syntax_uid: str) -> Dataset:
-    """A small data set (identifier, attribute list) in the context's transfer syntax."""
-    raw = zlib.decompress(data, -15) if transfer_syntax_uid == DEFLATED else data
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return read_dataset(io.BytesIO(raw), transfer_syntax_uid == IMPLICIT_VR_LE,
-                                transfer_syntax_uid != EXPLICIT_VR_BE)
-        except Exception as exc:  # noqa: BLE001 - pydicom raises anything on garbage
-            raise DatasetError(f"data set cannot be decoded: {exc}") from exc
-
-
-def encode_dataset(ds: Dataset, transfer_syntax_uid: str) -> bytes:
-    buf = io.BytesIO()
-    from pydicom.filebase import DicomFileLike
-    fp = DicomFileLike(buf)
-    fp.is_little_endian = transfer_syntax_uid != EXPLICIT_VR_BE
-    fp.is_implicit_VR = transfer_syntax_uid == IMPLICIT_VR_LE
-    write_dataset(fp, ds)
-    raw = buf.getvalue()
-    if transfer_syntax_uid == DEFLATED:
-        c = zlib.compressobj(6, zlib.DEFLATED, -15)
-        raw = c.compress(raw) + c.flush()
-    return raw
 
 
 def workflow_settings(cfg: Config) -> WorkflowSettings:

@@ -23,15 +23,21 @@ from typing import BinaryIO
 import pydicom.uid
 from pydicom.uid import UID
 
+from appliance.dimse.transfer_syntax import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    RLE_LOSSLESS,
+)
 from appliance.tools.dcmfile import ExitCode, ToolError, atomic_write
 
 # Short names for --ts; every one is writable (tests check them against can_encode). Explicit
 # VR Big Endian is readable only (retired, PS3.5 A.3), so it has no short name.
 SHORT_NAMES = {
-    "implicit": "1.2.840.10008.1.2",
-    "explicit": "1.2.840.10008.1.2.1",
-    "deflate": "1.2.840.10008.1.2.1.99",
-    "rle": "1.2.840.10008.1.2.5",
+    "implicit": IMPLICIT_VR_LE,
+    "explicit": EXPLICIT_VR_LE,
+    "deflate": DEFLATED_EXPLICIT_VR_LE,
+    "rle": RLE_LOSSLESS,
 }
 
 _MAGIC = b"DICM"

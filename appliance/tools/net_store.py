@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from appliance.dimse.status import StatusCategory, category
+from appliance.dimse.transfer_syntax import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from appliance.scu import AssociationAborted, AssociationRejected, NoAcceptedContext
 from appliance.tools.net_cli import (
     EXIT_FAILED,
@@ -29,7 +30,7 @@ from appliance.tools.net_cli import (
 
 _MEDIA_STORAGE_DIRECTORY: Final = "1.2.840.10008.1.3.10"  # DICOMDIR: not for C-STORE
 # Native encodings a file can be converted between without touching pixel data.
-_LE_NATIVE: Final = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+_LE_NATIVE: Final = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 
 
 class _StoreRun:

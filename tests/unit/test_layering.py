@@ -37,8 +37,10 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                             "lmdb")),
     "workers.kernels": (("workers.kernels",), ("appliance", "workers.index", "lmdb")),
     # C-MOVE sub-operations: the worker is an SCU of its own association to the destination.
+    # The workflow SCP shares the SCUs' pydicom data set codec (appliance.dataset_codec).
     "workers.workflow_scp": (("appliance.ipc", "appliance.dimse", "appliance.errors",
                               "appliance.config", "appliance.scu", "appliance.ul",
+                              "appliance.dataset_codec",
                               "appliance.negotiation.qr_classes", "workers",
                               "metrics.logging", "metrics.registry", "appliance.audit",
                               "appliance.reload", "metrics.disk", "metrics.tracing",

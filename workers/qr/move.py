@@ -29,6 +29,7 @@ from appliance import tls
 from appliance.config import RemoteAE
 from appliance.dimse.messages import CMoveRQ
 from appliance.dimse.status import Status
+from appliance.dimse.transfer_syntax import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from appliance.errors import ConfigError
 from appliance.scu import SCU, ProposedContext, SCUError
 from workers.qr.suboperations import CannotSend, Counts, Prepared, RetrieveItem, prepare
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(component="worker")
 
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 _MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: odd ids 1-255
 
 

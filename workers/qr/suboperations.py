@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.dimse.status import Status
+from appliance.dimse.transfer_syntax import IMPLICIT_VR_LE
 from workers.compress import restore_dataset
 from workers.index.schema import InstanceRecord
 from workers.part10 import read_part10_header
 from workers.transcode import TranscodeError, choose_transfer_syntax, transcode_dataset
 
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 FAILED_SOP_INSTANCE_UID_LIST = (0x0008, 0x0058)
 # Sub-operation statuses that count as warnings (PS3.4 B.2.3: coercion, elements discarded,
 # data set does not match SOP class), not failures.

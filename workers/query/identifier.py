@@ -43,6 +43,13 @@ from functools import lru_cache
 from typing import Any
 
 from appliance.dimse.status import Status
+from appliance.dimse.transfer_syntax import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    data_set_encoding,
+)
 from appliance.errors import DimseError
 from workers.query.keys import (
     INSTANCE_AVAILABILITY,
@@ -56,11 +63,6 @@ from workers.query.keys import (
     vr_of,
 )
 from workers.query.matching import is_universal, literal_prefix
-
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 
 _DECODE_FAILURES: tuple[type[BaseException], ...] = (
     ValueError, KeyError, IndexError, EOFError, struct.error, TypeError, OverflowError,
@@ -172,18 +174,6 @@ def _check_unique_key(k: QueryKey | None, tag: int) -> None:
 # ---- decode --------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=32)
-def _syntax(transfer_syntax_uid: str) -> tuple[bool, bool, bool]:
-    """(implicit VR, little endian, deflated) (PS3.5 §10, Annex A)."""
-    if transfer_syntax_uid == IMPLICIT_VR_LE:
-        return True, True, False
-    if transfer_syntax_uid == EXPLICIT_VR_BE:
-        return False, False, False
-    if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE:
-        return False, True, True
-    return False, True, False  # every other syntax encodes its data set as Explicit VR LE
-
-
 def decode_identifier(
     data: bytes | memoryview,
     transfer_syntax_uid: str,
@@ -195,12 +185,12 @@ def decode_identifier(
     """Read a request Identifier and check it (``make_query``); QueryError on failure."""
     from pydicom.filereader import read_dataset
 
-    implicit, little, deflated = _syntax(transfer_syntax_uid)
+    encoding = data_set_encoding(transfer_syntax_uid)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            raw = zlib.decompress(bytes(data), -15) if deflated else bytes(data)
-            ds = read_dataset(io.BytesIO(raw), implicit, little)
+            raw = zlib.decompress(bytes(data), -15) if encoding.deflated else bytes(data)
+            ds = read_dataset(io.BytesIO(raw), encoding.implicit, encoding.little)
             charset = ds.get(SPECIFIC_CHARACTER_SET)
             terms = tuple(v.strip() for v in _stringify(charset.value).split("\\")) \
                 if charset is not None else ()
@@ -260,9 +250,9 @@ class ResponseEncoder:
 
     def __init__(self, query: Query, transfer_syntax_uid: str, retrieve_ae_title: str = "")\
             -> None:
-        implicit, little, deflated = _syntax(transfer_syntax_uid)
-        self._implicit, self._deflated = implicit, deflated
-        self._end = "<" if little else ">"
+        encoding = data_set_encoding(transfer_syntax_uid)
+        self._implicit, self._deflated = encoding.implicit, encoding.deflated
+        self._end = "<" if encoding.little else ">"
         self._query = query
         fixed = {QUERY_RETRIEVE_LEVEL: ("CS", query.level)}
         if retrieve_ae_title:

@@ -10,69 +10,54 @@ Writable: Explicit VR LE, Implicit VR LE, Deflated Explicit VR LE and RLE Lossle
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-RLE_LOSSLESS = "1.2.840.10008.1.2.5"
-JPEG_2000 = "1.2.840.10008.1.2.4.91"  # lossless or lossy: the codestream tells (PS3.5 A.4.4)
-HTJ2K = "1.2.840.10008.1.2.4.203"  # likewise
+from appliance.dimse.transfer_syntax import (
+    DEFLATED_EXPLICIT_VR_LE,
+    ENCAPSULATED,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    HTJ2K,
+    IMPLICIT_VR_LE,
+    JPEG_2000,
+    JPEG_BASELINE_8BIT,
+    JPEG_EXTENDED_12BIT,
+    JPEG_LS_NEAR_LOSSLESS,
+    NATIVE_ENCODINGS,
+    RLE_LOSSLESS,
+    Encoding,
+)
 
 # Syntaxes whose encoding is lossy by definition (PS3.5 §8.2): JPEG processes 2 and 4 (baseline
 # and extended, A.4.1) and JPEG-LS near-lossless (A.4.3, conservatively: NEAR may be 0).
-LOSSY = frozenset({
-    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
-})
+LOSSY = frozenset({JPEG_BASELINE_8BIT, JPEG_EXTENDED_12BIT, JPEG_LS_NEAR_LOSSLESS})
 # (0028,2114) Lossy Image Compression Method per syntax family (PS3.3 C.7.6.1.1.5.1).
 LOSSY_METHOD = {
-    "1.2.840.10008.1.2.4.50": "ISO_10918_1", "1.2.840.10008.1.2.4.51": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.81": "ISO_14495_1", JPEG_2000: "ISO_15444_1", HTJ2K: "ISO_15444_15",
+    JPEG_BASELINE_8BIT: "ISO_10918_1", JPEG_EXTENDED_12BIT: "ISO_10918_1",
+    JPEG_LS_NEAR_LOSSLESS: "ISO_14495_1", JPEG_2000: "ISO_15444_1", HTJ2K: "ISO_15444_15",
 }
 
 # What we write, in the order choose_transfer_syntax prefers it.
 PRODUCIBLE = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE, RLE_LOSSLESS)
-_NATIVE = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_EXPLICIT_VR_LE})
-
-
-@dataclass(frozen=True, slots=True)
-class Encoding:
-    """How a data set's bytes are laid out (PS3.5 §7.1, A.4, A.5)."""
-
-    implicit: bool
-    little: bool
-    deflated: bool
-    encapsulated: bool
-
-
-_ENCODINGS = {
-    IMPLICIT_VR_LE: Encoding(implicit=True, little=True, deflated=False, encapsulated=False),
-    EXPLICIT_VR_LE: Encoding(implicit=False, little=True, deflated=False, encapsulated=False),
-    EXPLICIT_VR_BE: Encoding(implicit=False, little=False, deflated=False, encapsulated=False),
-    DEFLATED_EXPLICIT_VR_LE: Encoding(implicit=False, little=True, deflated=True,
-                                      encapsulated=False),
-}
-_ENCAPSULATED = Encoding(implicit=False, little=True, deflated=False, encapsulated=True)
 
 
 def encoding_of(transfer_syntax_uid: str) -> Encoding | None:
-    """The encoding of a syntax, None for one we do not know (private, or not a syntax)."""
-    found = _ENCODINGS.get(transfer_syntax_uid)
+    """The encoding of a syntax, None for one we do not know (private, or not a syntax): unlike
+    ``data_set_encoding``, which assumes, this asks pydicom's registry."""
+    found = NATIVE_ENCODINGS.get(transfer_syntax_uid)
     if found is not None:
         return found
     uid = UID(transfer_syntax_uid)
     if uid.is_transfer_syntax and uid.is_encapsulated and not uid.is_deflated:
-        return _ENCAPSULATED  # every encapsulated syntax is Explicit VR LE (PS3.5 A.4)
+        return ENCAPSULATED  # every encapsulated syntax is Explicit VR LE (PS3.5 A.4)
     return None
 
 
 def can_decode(transfer_syntax_uid: str) -> bool:
     """True when we can turn a data set in this syntax into native pixels."""
-    if transfer_syntax_uid in _NATIVE:
+    if transfer_syntax_uid in NATIVE_ENCODINGS:
         return True
     if encoding_of(transfer_syntax_uid) is None:
         return False
@@ -105,3 +90,10 @@ def choose_transfer_syntax(stored_ts: str, accepted: Collection[str]) -> str | N
 def is_lossy(transfer_syntax_uid: str) -> bool:
     """True for syntaxes that are lossy whatever the codestream says."""
     return transfer_syntax_uid in LOSSY
+
+
+__all__ = [  # the UIDs too: the transcoder and workers.compress import them from here
+    "DEFLATED_EXPLICIT_VR_LE", "EXPLICIT_VR_BE", "EXPLICIT_VR_LE", "HTJ2K", "IMPLICIT_VR_LE",
+    "JPEG_2000", "LOSSY", "LOSSY_METHOD", "PRODUCIBLE", "RLE_LOSSLESS", "Encoding",
+    "can_decode", "can_encode", "choose_transfer_syntax", "encoding_of", "is_lossy",
+]
