@@ -4,7 +4,9 @@ THEORY OF OPERATION
 -------------------
 Bytes from the socket go into ``Association`` (appliance.ul); its events are acted on here:
 negotiation on A-ASSOCIATE-RQ, and for P-DATA the PDVs are forwarded to the pinned worker's
-ring, copied exactly once (receive buffer -> ring). The acceptor never parses data sets; it
+ring, copied exactly once (receive buffer -> ring). The socket is read straight into the
+core's receive buffer (asyncio.BufferedProtocol: get_buffer / buffer_updated, also under TLS),
+so a large PDU is written by the kernel where it is decoded. The acceptor never parses data sets; it
 does decode each command set (small) to know which operations are in flight, so that if the
 worker dies it can still answer each of them with a failure status (STYLE 2.5).
 
@@ -14,6 +16,9 @@ Invariants:
     a time per association), None between messages;
   - ``pending`` holds records that did not fit in the ring, in order; while it is non-empty
     reading is paused and new records queue behind it (never unbounded: one read's worth);
+  - no view into the receive buffer outlives the callback that read it: PDV data are copied
+    (into the ring, ``cmd_buf``, or ``bytes`` in ``pending``) before ``_pump`` returns, because
+    the core reuses that memory for the next read, of any association (ReceivePool);
   - responses are written as one buffer per PDU (header + items), so a response leaves in one
     segment with TCP_NODELAY set.
 """
@@ -70,6 +75,7 @@ from appliance.ul.association import (
     RequestRelease,
     Role,
 )
+from appliance.ul.buffer import ReceivePool, receive_buffer_bytes
 from appliance.ul.fsm import State
 from appliance.ul.pdu import AssociateRJ, AssociateRQ
 from metrics import fast, tracing
@@ -91,6 +97,16 @@ DRAIN_IDLE_S = 1.0
 _MSG_ID_ELEMENT = b"\x00\x00\x10\x01\x02\x00\x00\x00"
 _MSG_ID_RSP_ELEMENT = b"\x00\x00\x20\x01\x02\x00\x00\x00"
 _EchoTemplate = tuple[bytes, int, bytes, int]  # request PDU, its Message ID offset, response
+# Receive buffers, per P-DATA-TF limit: one event loop per process reads one socket at a time,
+# so all associations share a few (ReceivePool); an idle association holds none.
+_RX_POOLS: dict[int, ReceivePool] = {}
+
+
+def _rx_pool(max_pdu_bytes: int) -> ReceivePool:
+    pool = _RX_POOLS.get(max_pdu_bytes)
+    if pool is None:
+        pool = _RX_POOLS[max_pdu_bytes] = ReceivePool(receive_buffer_bytes(max_pdu_bytes))
+    return pool
 
 
 class _Tallies:
@@ -120,7 +136,7 @@ def _reject_label(rj: AssociateRJ) -> str:
     return "protocol"
 
 
-class DicomProtocol(asyncio.Protocol):
+class DicomProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: AcceptorServer, tls_context: ssl.SSLContext | None = None,
                  ) -> None:
         self.server = server
@@ -133,7 +149,9 @@ class DicomProtocol(asyncio.Protocol):
         self.assoc_id = server.next_assoc_id()
         self.transport: asyncio.Transport | None = None
         self.sock: Any = None
-        self.conn = Association(Role.ACCEPTOR, server.ul_limits, now=self.loop.time())
+        limits = server.ul_limits
+        self.conn = Association(Role.ACCEPTOR, limits, now=self.loop.time(),
+                                rx_pool=_rx_pool(limits.max_pdu_bytes))
         self.link: WorkerLink | None = None
         self.calling_ae = ""
         self.peer = ""
@@ -170,7 +188,8 @@ class DicomProtocol(asyncio.Protocol):
         self._drain_timer: asyncio.TimerHandle | None = None
         self._last_activity = 0.0
         self._last_rx = 0.0  # when the last PDU arrived (silence limits)
-        self._rx_pdu: bytes | None = None  # this read, when it is exactly one whole PDU
+        self._rx_failed = False  # get_buffer failed (a bug): input is dropped from then on
+        self._rx_pdu: memoryview | None = None  # this read, when it is exactly one whole PDU
         self._echo: _EchoTemplate | None = None  # see _echo_fast
 
     # ---- transport callbacks (the per-association exception boundary) -----------------
@@ -275,33 +294,81 @@ class DicomProtocol(asyncio.Protocol):
         self._schedule_timer()
         self._touch()
 
-    def data_received(self, data: bytes) -> None:
-        fast.counter(m.RECEIVED_BYTES).inc(len(data))
-        if self.eof_sent and data:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """asyncio.BufferedProtocol: read into the core's receive buffer (the rest of a large
+        PDU, in place; between PDUs a large read for many small ones). ``sizehint`` is the
+        transport's guess (64 KiB from uvloop's TCP, the TLS record's size from SSL); the
+        core knows better what the next bytes are."""
+        if not self._rx_failed:
+            try:
+                return self.conn.get_buffer()
+            except Exception:  # noqa: BLE001 - per-association boundary (STYLE 2.5)
+                log.exception("acceptor.internal_error", assoc_id=self.assoc_id)
+                self._rx_failed = True
+                self._abort(0)
+        return memoryview(bytearray(4096))  # read and dropped until the connection goes
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were read into get_buffer's view. Bytes not committed to the core
+        (``conn.buffer_updated``) are overwritten by the next read: the special cases copy."""
+        if nbytes <= 0:
             return
-        if self._tls_context is not None and data:
-            self._start_handshake(data, self._tls_context)
+        fast.counter(m.RECEIVED_BYTES).inc(nbytes)
+        if self.eof_sent or self._rx_failed:  # Sta13 after our A-ABORT: never looked at
+            return
+        conn = self.conn
+        if self._tls_context is not None:  # the ClientHello on the [tls] port
+            self._start_handshake(bytes(conn.offered(nbytes)), self._tls_context)
             return
         if self.handshaking:  # never onto the raw transport: wait for the TLS one
-            self._early.append(data)
+            self._early.append(bytes(conn.offered(nbytes)))
             return
         _Tallies.arm(self.loop)
-        if self._echo is not None and self._echo_fast(data):
+        if (self._echo is not None and nbytes == len(self._echo[0])
+                and self._echo_fast(bytes(conn.offered(nbytes)))):
+            return  # answered without the core, which never sees this echo
+        if 6 <= nbytes <= 1024 and not conn.buffered_bytes:
+            # One whole small PDU in this read (a C-ECHO-RQ may become _echo_fast's template).
+            view = conn.offered(nbytes)
+            if view[0] == 0x04 and nbytes == 6 + int.from_bytes(view[2:6], "big"):
+                self._rx_pdu = view
+        self._receive(None, nbytes)
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes given rather than read into get_buffer: the end of the stream (b"", from
+        eof_received), input that arrived during the TLS handshake (_handshake replays it),
+        and tests. Copied into the receive buffer, then the same path as a read."""
+        if not data:
+            if self.handshaking:
+                self._early.append(data)
+            else:
+                _Tallies.arm(self.loop)
+                self._receive(data, 0)
             return
+        src = memoryview(data)
+        while src:
+            view = self.get_buffer(len(src))
+            n = min(len(view), len(src))
+            view[:n] = src[:n]
+            self.buffer_updated(n)
+            src = src[n:]
+
+    def _receive(self, data: bytes | None, nbytes: int) -> None:
+        """Input to the core: ``data`` given (b"": end of stream), or ``nbytes`` read into
+        the receive buffer; then act on the events. No view into the receive buffer is
+        used after this returns (theory of operation)."""
         try:
             self._quickack()
-            conn = self.conn
-            # One whole small PDU in this read (a C-ECHO-RQ may become _echo_fast's template).
-            self._rx_pdu = data if (
-                type(data) is bytes and 6 <= len(data) <= 1024 and data[0] == 0x04
-                and not conn.buffered_bytes
-                and len(data) == 6 + int.from_bytes(data[2:6], "big")) else None
-            conn.receive_data(data, self.loop.time())
+            if data is None:
+                self.conn.buffer_updated(nbytes, self.loop.time())
+            else:
+                self.conn.receive_data(data, self.loop.time())
             self._pump()
         except Exception:  # noqa: BLE001 - per-association boundary (STYLE 2.5)
             log.exception("acceptor.internal_error", assoc_id=self.assoc_id)
             self._abort(0)
         finally:
+            self._rx_pdu = None
             if self.link is not None:
                 self.link.flush()
 
@@ -535,8 +602,8 @@ class DicomProtocol(asyncio.Protocol):
         for pdu in pdus:
             self._write(pdu)
         fast.counter(m.DIMSE_OPERATIONS, "C-ECHO", "success").inc()
-        rq = self._rx_pdu
-        if (self._echo is None and rq is not None and len(pdus) == 1 and self.span is None
+        rq = bytes(self._rx_pdu) if self._echo is None and self._rx_pdu is not None else None
+        if (rq is not None and len(pdus) == 1 and self.span is None
                 and len(rq) == 12 + len(command) and rq[10] == context_id and rq[11] == 0x03
                 and rq.endswith(command)):
             # This read was exactly one P-DATA-TF holding exactly this C-ECHO-RQ (one PDV,

@@ -324,6 +324,11 @@ class Association:
         many arrived with ``buffer_updated``. asyncio.BufferedProtocol.get_buffer's shape."""
         return self._buffer.get_buffer()
 
+    def offered(self, nbytes: int) -> memoryview:
+        """The first ``nbytes`` of the last ``get_buffer`` view, to look at a read before
+        ``buffer_updated`` (or instead: bytes never committed are never seen by the core)."""
+        return self._buffer.offered(nbytes)
+
     def buffer_updated(self, nbytes: int, now: float = 0.0) -> None:
         """``nbytes`` (> 0) were read into the start of the last ``get_buffer`` view; the
         same as ``receive_data`` of those bytes, without a copy."""
