@@ -100,7 +100,7 @@ class Env:
         self.cb.slot(4).claim(Role.WORKER, 1)
         self.cb.slot(4).state = ProcState.READY
         ch, self.rings = WorkerChannels.create(0, 1, jobs_bytes, 1 << 20)
-        setup = AcceptorSetup(cfg, None, self.cb, 1, {0: 4},  # type: ignore[arg-type]
+        setup = AcceptorSetup(cfg, None, self.cb, 1, {0: 4},
                               [(0, 1, ch.jobs, ch.replies)], None)
         self.server = AcceptorServer(setup, self.loop)
         self.jobs = Ring.attach(ch.jobs)  # the worker's consumer end
