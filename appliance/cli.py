@@ -49,7 +49,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--durability", choices=[d.value for d in Durability])
     p.add_argument("--duplicates", choices=[d.value for d in DuplicatePolicy],
                    help="duplicate SOP Instance UID policy")
-    p.add_argument("--workers", type=int, help="ingest worker processes (0 = CPUs)")
+    p.add_argument("--workers", type=int, help="worker processes (0 = one per CPU; for "
+                   "serve, less one for the acceptor and index writer)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 

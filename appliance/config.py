@@ -95,7 +95,8 @@ class StorageConfig:
 
 @dataclass(frozen=True, slots=True)
 class ProcessConfig:
-    workers: int = 0  # 0 = one per CPU this process may run on, less one (at least 1)
+    workers: int = 0  # 0 = one per CPU this process may run on, less one (at least 1);
+    # `pacs ingest`, which has no acceptor, takes one per CPU (appliance/ingest_driver.py)
     graceful_timeout_s: float = 20.0
     heartbeat_timeout_s: float = 30.0
     # acceptor -> worker ring, per worker, pre-faulted. 16 MiB carries 4 associations of

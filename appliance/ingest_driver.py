@@ -135,7 +135,9 @@ def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool,
     prepare_data_dir(data)
     ensure_index(cfg)
     files = [str(p) for p in iter_files(paths)]
-    n = max(1, min(cfg.worker_count, len(files) or 1))
+    # No acceptor here, and the index writer is light: one worker per CPU by default.
+    wanted = cfg.processes.workers or len(os.sched_getaffinity(0))
+    n = max(1, min(wanted, len(files) or 1))
     chans: list[WorkerChannels] = []
     rings: list[Ring] = []
     for i in range(n):

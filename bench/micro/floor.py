@@ -11,6 +11,12 @@ object, for 8 KiB and 0.5 MiB objects: the network alone (no file), buffered wri
 above that floor is protocol, parsing or indexing; it is what the kernel charges any receiver
 in C or Python for the same bytes and files. Never gated on time (STYLE 2.10).
 
+On ext4, run it where nothing was deleted in bulk in the last five minutes (``--dir``): a new
+inode is not given a recently freed one's number (``recently_deleted`` in ext4's inode
+allocator, 60 s, 300 s while the inode's block is dirty), and scanning past thousands of them
+made an 8 KiB create cost 600-1000 µs of kernel CPU here instead of ≈30 µs (perf: ext4
+``find_get_block_common``, ``recently_deleted``, ``find_inode_bit``).
+
 Also prints, for the issue's throughput targets, the receiver CPU per object that the target
 leaves on this machine once the client's own CPU is paid: at T objects/s on C cores with a
 client spending c s per object, the receiver may spend at most (C - T*c) / T per object.
