@@ -2,7 +2,7 @@
 
 The issue's bar is a 2 GB object without 2 GB of RAM; here an 800 MB Enhanced CT is sent with
 our streaming SCU and each process's peak resident set (VmHWM) must stay far below the object's
-size. The per-worker shared-memory rings (16 + 8 MiB, pre-faulted) count in VmHWM by design.
+size. The per-worker shared-memory rings (32 + 8 MiB, pre-faulted) count in VmHWM by design.
 """
 
 from __future__ import annotations
