@@ -117,6 +117,19 @@ def test_orthanc_lookup_reports_why_not_without_install() -> None:
         assert binary is None and "--no-install" in why
 
 
+def _results(corpora: dict[str, object], *, reps: int, assocs: int, skipped: dict[str, str],
+             runs: list[dict[str, object]]) -> dict[str, object]:
+    """A results document as bench.ingest writes it, around synthetic ``runs``."""
+    return {
+        "meta": {"timestamp": "T", "command": "c", "reps": reps, "assocs": [assocs],
+                 "quick": False},
+        "machine": {"cpu": "x", "cores": 2, "memory_gib": 1, "os": "o",
+                    "workdir_filesystem": "f", "dcmtk": "d", "git_sha": "s"},
+        "corpora": corpora, "receiver_order": ["appliance-os", "storescp-fork"],
+        "scaling_names": [], "receivers": {}, "skipped": skipped, "disk": [], "runs": runs,
+    }
+
+
 def test_summary_takes_medians_of_ok_runs_and_ratios_to_storescp_fork() -> None:
     from bench.report import markdown, summarize
 
@@ -127,17 +140,12 @@ def test_summary_takes_medians_of_ok_runs_and_ratios_to_storescp_fork() -> None:
                 "cpu_us_per_inst": cpu_us, "peak_rss_mib": 100.0, "peak_pss_mib": 50.0,
                 "client_cpu_us_per_inst": 500.0, "wall_s": 1.0}
 
-    results = {
-        "meta": {"timestamp": "T", "command": "c", "reps": 3, "assocs": [4], "quick": False},
-        "machine": {"cpu": "x", "cores": 2, "memory_gib": 1, "os": "o",
-                    "workdir_filesystem": "f", "dcmtk": "d", "git_sha": "s"},
-        "corpora": {"ct": {"files": 10, "bytes": 5_000_000, "mean_bytes": 500_000}},
-        "receiver_order": ["appliance-os", "storescp-fork"], "scaling_names": [],
-        "receivers": {}, "skipped": {"orthanc": "not installed"}, "disk": [],
-        "runs": [run("appliance-os", r, 1000) for r in (300, 100, 200)]
+    results = _results(
+        {"ct": {"files": 10, "bytes": 5_000_000, "mean_bytes": 500_000}}, reps=3, assocs=4,
+        skipped={"orthanc": "not installed"},
+        runs=[run("appliance-os", r, 1000) for r in (300, 100, 200)]
         + [run("appliance-os", 9999, 1, ok=False)]
-        + [run("storescp-fork", r, 2000) for r in (400, 400, 400)],
-    }
+        + [run("storescp-fork", r, 2000) for r in (400, 400, 400)])
     summary = summarize(results)
     rows = {r["receiver"]: r for r in summary["ingest"]}
     app = rows["appliance-os"]
@@ -166,15 +174,9 @@ def test_huge_corpus_gets_a_memory_table_and_one_association() -> None:
                 "cpu_s_per_gb": 0.5, "cpu_us_per_inst": 1e6, "peak_rss_mib": 2 * pss,
                 "peak_pss_mib": pss, "client_cpu_us_per_inst": 1e6, "wall_s": 2.0}
 
-    results = {
-        "meta": {"timestamp": "T", "command": "c", "reps": 1, "assocs": [1], "quick": False},
-        "machine": {"cpu": "x", "cores": 2, "memory_gib": 1, "os": "o",
-                    "workdir_filesystem": "f", "dcmtk": "d", "git_sha": "s"},
-        "corpora": {"huge": {"files": 1, "bytes": 2_100_000_000, "mean_bytes": 2.1e9}},
-        "receiver_order": ["appliance-os", "storescp-fork"], "scaling_names": [],
-        "receivers": {}, "skipped": {}, "disk": [],
-        "runs": [run("appliance-os", 200.0), run("storescp-fork", 40.0)],
-    }
+    results = _results(
+        {"huge": {"files": 1, "bytes": 2_100_000_000, "mean_bytes": 2.1e9}}, reps=1, assocs=1,
+        skipped={}, runs=[run("appliance-os", 200.0), run("storescp-fork", 40.0)])
     md = markdown(results, summarize(results))
     assert "Memory while one huge object arrives" in md
     assert "| appliance-os | 1000 | 200 | 400 |" in md
