@@ -213,6 +213,7 @@ class Arbiter:
         me.claim(Role.ARBITER, 1)
         me.pid = os.getpid()
         me.state = ProcState.READY
+        me.heartbeat()  # and once per loop turn: /livez sees a hung arbiter (metrics/health.py)
         self._install_signals()
         log.info("arbiter.starting", port=port, tls_port=self._tls_port(), workers=self.n_workers,
                  durability=cfg.storage.durability.value, data=str(data))
@@ -562,6 +563,8 @@ class Arbiter:
             signal.SIGHUP: self._hup,
             signal.SIGCHLD: lambda: None,
         }
+        assert self.cb is not None
+        me = self.cb.slot(SLOT_ARBITER)
         try:
             while True:
                 # While the acceptor waits for its peers, look more often than once a tick.
@@ -574,6 +577,7 @@ class Arbiter:
                 self._reap()
                 self._spawn_acceptor_when_ready()
                 self._check_heartbeats()
+                me.heartbeat()
                 self._notify_systemd()
                 if self.stopping and not self.children:
                     return self.exit_code

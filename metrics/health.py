@@ -1,6 +1,9 @@
 """Liveness and readiness, computed from the control block alone (no calls into the roles).
 
-/livez: the arbiter's, the acceptor's and the index writer's heartbeats are fresh.
+/livez: the arbiter's heartbeat is fresh, and the acceptor and the index writer are each
+beating or still booting (forked, not yet READY: the arbiter's watchdog gives a booting child
+heartbeat_timeout_s before it kills it, so "booting" cannot hide a hang for longer than a
+stale heartbeat would), so a core restart in progress is not reported as dead.
 /readyz: live, the appliance is not draining, the acceptor listens, at least one worker is
 ready, the index writer is ready and the data volume has space.
 """
@@ -36,14 +39,18 @@ def _fresh(s: SlotState, now_ns: int, timeout_s: float) -> bool:
     return s.pid > 0 and now_ns - s.heartbeat_ns < timeout_s * 1e9
 
 
+def _booting(s: SlotState) -> bool:
+    return s.pid > 0 and s.state is ProcState.STARTING
+
+
 def liveness(cb: ControlBlock, heartbeat_timeout_s: float) -> Health:
     now = time.monotonic_ns()
     slots = [s for s in cb.snapshot() if s.role is not Role.NONE]
-    checks = {}
+    checks = {"arbiter_heartbeat": any(
+        s.role is Role.ARBITER and _fresh(s, now, heartbeat_timeout_s) for s in slots)}
     for role in (Role.ACCEPTOR, Role.INDEX_WRITER):
-        mine = [s for s in slots if s.role is role]
         checks[f"{_ROLE_NAMES[role]}_heartbeat"] = any(
-            _fresh(s, now, heartbeat_timeout_s) for s in mine
+            _fresh(s, now, heartbeat_timeout_s) or _booting(s) for s in slots if s.role is role
         )
     return Health(all(checks.values()), checks)
 
