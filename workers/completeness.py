@@ -21,14 +21,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from appliance.dimse.transfer_syntax import DEFLATED_SYNTAXES, EXPLICIT_VR_BE, IMPLICIT_VR_LE
+from appliance.dimse.transfer_syntax import DEFLATED_SYNTAXES, data_set_encoding
 from workers.header import LONG_VR_NAMES
 
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xE000, 0xE00D, 0xE0DD
 _LONG_VRS = frozenset(vr.encode("ascii") for vr in LONG_VR_NAMES)  # 4-byte Value Length
-# Syntaxes whose data set is a zlib stream (as the header walker treats them)
-DEFLATED = DEFLATED_SYNTAXES
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -121,8 +119,8 @@ class _Walk:
 def _encoding(transfer_syntax_uid: str, head: bytes | bytearray | memoryview) -> tuple[bool, bool]:
     """(little endian, explicit VR) of the data set. Like pydicom, an "explicit" data set
     whose first element has no VR letters is read as implicit VR (some senders mislabel)."""
-    little = transfer_syntax_uid != EXPLICIT_VR_BE
-    explicit = transfer_syntax_uid != IMPLICIT_VR_LE
+    encoding = data_set_encoding(transfer_syntax_uid)
+    little, explicit = encoding.little, not encoding.implicit
     if explicit and len(head) >= 6 and not (
             65 <= head[4] <= 90 and 65 <= head[5] <= 90):
         explicit = False
@@ -132,7 +130,7 @@ def _encoding(transfer_syntax_uid: str, head: bytes | bytearray | memoryview) ->
 def reference_incomplete(transfer_syntax_uid: str, total: int,
                          head: bytes | bytearray | memoryview, read_at: ReadAt) -> str | None:
     """``incomplete`` in pure Python (the reference the kernel is tested against)."""
-    if transfer_syntax_uid in DEFLATED:
+    if transfer_syntax_uid in DEFLATED_SYNTAXES:  # a zlib stream: not walked
         return None
     little, explicit = _encoding(transfer_syntax_uid, head)
     return _Walk(little, explicit, total, head, read_at).run()
@@ -153,7 +151,7 @@ def incomplete(transfer_syntax_uid: str, total: int, head: bytes | bytearray | m
                read_at: ReadAt) -> str | None:
     """Why the ``total``-byte data set (first bytes ``head``) is not whole, or None if it is.
     A deflated data set is not checked (its bytes are a zlib stream, not elements)."""
-    if transfer_syntax_uid in DEFLATED:
+    if transfer_syntax_uid in DEFLATED_SYNTAXES:  # a zlib stream: not walked
         return None
     from workers.kernels import lengths as k
 

@@ -51,6 +51,7 @@ from appliance.dimse.transfer_syntax import (
     data_set_encoding,
 )
 from appliance.errors import DimseError
+from workers.header import LONG_VR_NAMES
 from workers.query.keys import (
     INSTANCE_AVAILABILITY,
     MODEL_LEVELS,
@@ -228,9 +229,7 @@ def _stringify(value: Any) -> str:
 
 # PS3.5 §6.1.2.3: the VRs whose values the Specific Character Set applies to.
 TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
-# PS3.5 Table 7.1-1: explicit VRs with a 32-bit Value Length.
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
-                       "UT", "UV"})
+_LONG_VRS = frozenset(LONG_VR_NAMES)  # explicit VRs with a 32-bit Value Length
 _BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 # Character sets a response may keep when they can encode its values (no code extensions).
 _CODECS = {
