@@ -30,7 +30,9 @@ def configure(level: str = "info", role: str = "main", stream: Any = None) -> No
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write(2) per line: print() issues the message and its newline as two writes, and
+        # lines of processes sharing stdout (journald, a file) came out glued together.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
