@@ -470,7 +470,8 @@ class Arbiter:
                 me.in_flight = n
 
             self._close_foreign(set(ch.all_fds()))
-            return run_worker(cfg, ch, WorkerHooks(ready=ready, heartbeat=beat))
+            return run_worker(cfg, ch, WorkerHooks(ready=ready, heartbeat=beat),
+                              inline_index=self.n_workers == 1 and cfg.processes.inline_index)
 
         self._fork(Role.WORKER, index, ch.generation, "worker", target)
 

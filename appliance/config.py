@@ -104,6 +104,9 @@ class ProcessConfig:
     # while O_DIRECT writes drain the ring), at half the RAM.
     ring_bytes: int = 32 * 1024 * 1024
     reply_ring_bytes: int = 8 * 1024 * 1024
+    # One worker commits its own index records instead of sending them through the index
+    # writer process (workers/inline_index.py); with several workers the writer always does.
+    inline_index: bool = True
     # The acceptor or index writer dying restarts acceptor, workers and index writer in
     # place; more than core_restart_limit such restarts within the window halt (exit 1).
     core_restart_limit: int = 5  # 0 = halt at once, for systemd to restart everything

@@ -97,10 +97,11 @@ def _writer_child(cfg: Config, slots: list[tuple[int, int, tuple[int, int, int],
     return run_index_writer(cfg, slots, None, lambda _n: None, lambda: None)
 
 
-def _worker_child(cfg: Config, ch: WorkerChannels) -> int:
+def _worker_child(cfg: Config, ch: WorkerChannels, inline_index: bool) -> int:
     from workers.process import WorkerHooks, run_worker
 
-    return run_worker(cfg, ch, WorkerHooks(ready=lambda: None, heartbeat=lambda _n: None))
+    return run_worker(cfg, ch, WorkerHooks(ready=lambda: None, heartbeat=lambda _n: None),
+                      inline_index)
 
 
 class _Progress:
@@ -145,7 +146,8 @@ def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool,
         chans.append(ch)
         rings += rs
     pids = [_fork(_writer_child, cfg, [(c.slot, 1, c.index, c.acks) for c in chans])]
-    pids += [_fork(_worker_child, cfg, c) for c in chans]
+    inline = len(chans) == 1 and cfg.processes.inline_index
+    pids += [_fork(_worker_child, cfg, c, inline) for c in chans]
     jobs = [Ring.attach(c.jobs) for c in chans]
     replies = [Ring.attach(c.replies) for c in chans]
     for r in rings:

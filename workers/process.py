@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 import structlog
@@ -35,11 +36,14 @@ from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Record, Ring
 from metrics import fast
+from workers.group_commit import INDEX_FAILED, INDEX_OUT_OF_RESOURCES, POLICY_CODES
 from workers.index.reader import IndexReader
 from workers.index.schema import InstanceRecord, Outcome, pack_record
-from workers.indexer import INDEX_FAILED, INDEX_OUT_OF_RESOURCES
 from workers.service import AssociationState, Services
 from workers.store import StoreSettings
+
+if TYPE_CHECKING:
+    from workers.inline_index import InlineIndex
 
 log = structlog.get_logger(component="worker")
 
@@ -52,7 +56,6 @@ _PUT_TIMEOUT_S = 30.0
 _SEND_RECORD_BYTES = 256 * 1024
 _BEAT_INTERVAL_S = 0.25  # heartbeat (and orphan check) at least this often while busy
 _FRAMED, _FINAL, _HELD = int(Flag.FRAMED), int(Flag.FINAL), int(Flag.HELD)
-_POLICY_CODES = {DuplicatePolicy.KEEP: 0, DuplicatePolicy.OVERWRITE: 1, DuplicatePolicy.REJECT: 2}
 
 
 @dataclass
@@ -65,11 +68,13 @@ class WorkerHooks:
 
 
 class RingOutbox:
-    """The worker's Outbox: puts records on the replies and index rings."""
+    """The worker's Outbox: puts records on the replies and index rings (or, for a lone
+    worker, hands index records to its own ``InlineIndex``)."""
 
-    def __init__(self, replies: Ring, index: Ring) -> None:
+    def __init__(self, replies: Ring, index: Ring, inline: InlineIndex | None = None) -> None:
         self.replies = replies
         self.index = index
+        self.inline = inline
         self.dirty: set[Ring] = set()
 
     def _put(self, ring: Ring, kind: int, assoc: int, msg: int, flags: int, aux: int,
@@ -102,7 +107,10 @@ class RingOutbox:
         self._put(self.replies, Kind.ABORT, assoc_id, 0, Flag.NONE, reason, b"")
 
     def request_index(self, token: int, record: InstanceRecord, policy: DuplicatePolicy) -> None:
-        self._put(self.index, Kind.INDEX, 0, token, Flag.NONE, _POLICY_CODES[policy],
+        if self.inline is not None:
+            self.inline.add(token, record, policy)
+            return
+        self._put(self.index, Kind.INDEX, 0, token, Flag.NONE, POLICY_CODES[policy],
                   pack_record(record))
 
     def ingested(self, job_id: int, outcome: dict[str, object]) -> None:
@@ -128,15 +136,22 @@ def store_settings(cfg: Config) -> StoreSettings:
 
 
 class Worker:
-    def __init__(self, cfg: Config, channels: WorkerChannels, hooks: WorkerHooks) -> None:
+    def __init__(self, cfg: Config, channels: WorkerChannels, hooks: WorkerHooks,
+                 inline_index: bool = False) -> None:
         self.cfg = cfg
         self.hooks = hooks
         self.jobs = Ring.attach(channels.jobs)
         self.replies = Ring.attach(channels.replies)
         self.index_ring = Ring.attach(channels.index)
         self.acks = Ring.attach(channels.acks)
-        self.outbox = RingOutbox(self.replies, self.index_ring)
-        self.reader = IndexReader(Path(cfg.storage.data_dir) / "index")
+        self.inline: InlineIndex | None = None
+        if inline_index:
+            from workers.inline_index import InlineIndex
+            self.inline = InlineIndex(cfg)
+            self.reader = self.inline.reader()
+        else:
+            self.reader = IndexReader(Path(cfg.storage.data_dir) / "index")
+        self.outbox = RingOutbox(self.replies, self.index_ring, self.inline)
         self.services = Services(
             store_settings(cfg), cfg.storage.duplicate_policy, self.reader, self.outbox
         )
@@ -182,6 +197,7 @@ class Worker:
             self._drain_acks()
             if self.qr.tasks or wake_fd in fds:
                 self.qr.run()
+            self._commit_inline()
             now = time.monotonic()
             self.workflow.tick(now)
             self.outbox.flush()
@@ -250,26 +266,43 @@ class Worker:
         ring = self.acks
         while (got := ring.get_copy()) is not None:
             hdr, payload = got
-            try:
-                if hdr.aux == INDEX_FAILED:
-                    self.services.index_failed(hdr.msg_id, payload.decode())
-                elif hdr.aux == INDEX_OUT_OF_RESOURCES:
-                    self.services.index_failed(hdr.msg_id, payload.decode(),
-                                               Status.OUT_OF_RESOURCES)
-                else:
-                    self.services.indexed(hdr.msg_id, Outcome(hdr.aux), payload.decode())
-            except Exception:  # noqa: BLE001 - per-job boundary (STYLE 2.5)
-                log.exception("worker.internal_error", kind=hdr.kind)
+            self._on_indexed(hdr.msg_id, hdr.aux, payload.decode())
+
+    def _commit_inline(self) -> None:
+        """A lone worker's group commit of this turn's records (workers/inline_index.py),
+        waiting ``batch_window_ms`` for more first, as the index writer would."""
+        if self.inline is None or not self.inline.pending:
+            return
+        st = self.cfg.storage
+        if st.batch_window_ms > 0 and len(self.inline.pending) < st.batch_max:
+            time.sleep(st.batch_window_ms / 1000)
+            self.jobs.drain_doorbell()
+            self._drain_jobs()
+        for token, code, old in self.inline.commit():
+            self._on_indexed(token, code, old)
+
+    def _on_indexed(self, token: int, code: int, old: str) -> None:
+        try:
+            if code == INDEX_FAILED:
+                self.services.index_failed(token, old)
+            elif code == INDEX_OUT_OF_RESOURCES:
+                self.services.index_failed(token, old, Status.OUT_OF_RESOURCES)
+            else:
+                self.services.indexed(token, Outcome(code), old)
+        except Exception:  # noqa: BLE001 - per-job boundary (STYLE 2.5)
+            log.exception("worker.internal_error", token=token)
 
 
-def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks) -> int:
-    """Entry point in the forked child."""
+def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks,
+               inline_index: bool = False) -> int:
+    """Entry point in the forked child. ``inline_index``: this is the only worker and commits
+    its own index records (workers/inline_index.py)."""
     start = time.monotonic()
     try:
         from workers.kernels import WORKER_KERNELS, page_out_compiler, warm_up
         warm_up(WORKER_KERNELS)  # after fork (numba is not fork-safe); before ready
         page_out_compiler()  # LLVM's code is not needed again (≈70 MiB resident)
-        worker = Worker(cfg, channels, hooks)
+        worker = Worker(cfg, channels, hooks, inline_index)
     except Exception:  # noqa: BLE001 - boot failure is reported by exit code
         log.exception("worker.boot_failed")
         return EXIT_BOOT_FAILED
@@ -280,7 +313,7 @@ def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks) -> int
     signal.signal(signal.SIGTERM, _term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the arbiter decides; Ctrl-C hits the group
     log.info("worker.started", slot=channels.slot, generation=channels.generation,
-             boot_s=round(time.monotonic() - start, 3))
+             inline_index=inline_index, boot_s=round(time.monotonic() - start, 3))
     try:
         return worker.run()
     finally:

@@ -258,7 +258,10 @@ def _worker(app: Appliance, slot: int) -> dict[str, Any]:
     return next(p for p in app.processes("worker") if p["slot"] == slot)
 
 
-def test_kill_worker_under_load(appliance: Appliance) -> None:
+@pytest.mark.parametrize("workers", [2, 1])  # 1: the worker commits the index itself
+def test_kill_worker_under_load(appliance_factory: Callable[..., Appliance],
+                                workers: int) -> None:
+    appliance = appliance_factory(workers=workers).start()
     streams = start_streams(appliance)
     try:
         victim = _worker(appliance, 0)
@@ -327,11 +330,11 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@pytest.mark.parametrize("durability", ["batch", "os"])
+@pytest.mark.parametrize(("durability", "workers"), [("batch", 2), ("os", 2), ("batch", 1)])
 def test_kill_everything_then_restart(
-    appliance_factory: Callable[..., Appliance], durability: str
+    appliance_factory: Callable[..., Appliance], durability: str, workers: int
 ) -> None:
-    app = appliance_factory(durability=durability).start()
+    app = appliance_factory(durability=durability, workers=workers).start()
     streams = start_streams(app, min_successes=20)
     try:
         status = app.status()

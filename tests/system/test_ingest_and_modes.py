@@ -111,18 +111,26 @@ def test_ingest_survives_a_killed_worker(tmp_path: Path) -> None:
     assert index_stats(tmp_path / "data")["instances"] == len(files)
 
 
+@pytest.mark.parametrize("workers", [2, 1])
 @pytest.mark.parametrize("mode", ["fsync", "batch", "os"])
 def test_each_durability_mode_stores_and_indexes(
-    appliance_factory: Callable[..., Appliance], tmp_path: Path, mode: str
+    appliance_factory: Callable[..., Appliance], tmp_path: Path, mode: str, workers: int
 ) -> None:
-    app = appliance_factory(durability=mode).start()
+    """With one worker, that worker commits its own index records (workers/inline_index.py);
+    with two, the index writer process does."""
+    app = appliance_factory(durability=mode, workers=workers).start()
     files = write_ct_corpus(tmp_path / "corpus", seed=13, patients=1, studies_per_patient=1,
                             series_per_study=2, instances_per_series=10)
     acked = _store_all(app, files)
     assert len(acked) == len(files)
     records = index_get_many(app.data, acked)
     assert all(r is not None for r in records.values())
-    app.stop()
+    app.stop()  # the children's log lines are all out once they have exited
+    logged = app.stdout_path.read_text() + app.stderr_path.read_text()
+    started = [line for line in logged.splitlines() if "worker.started" in line]
+    assert len(started) == workers
+    assert all(f'"inline_index": {"true" if workers == 1 else "false"}' in line
+               for line in started), started
 
 
 def test_sigint_to_the_process_group_stops_cleanly(

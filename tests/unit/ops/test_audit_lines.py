@@ -17,9 +17,9 @@ import pytest
 from appliance import audit
 from appliance.audit import AuditEvent, AuditLog
 from appliance.config import AuditConfig, Config, StorageConfig
+from workers.group_commit import audit_batch
 from workers.header import IndexAttributes
 from workers.index.schema import InstanceRecord, Outcome
-from workers.indexer import audit_batch
 
 
 def _log(tmp_path: Path, patient_values: bool = False) -> AuditLog:

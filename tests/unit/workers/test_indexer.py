@@ -11,10 +11,11 @@ from appliance.config import load
 from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.kinds import Kind
 from appliance.ipc.ring import Ring
+from workers.group_commit import INDEX_FAILED
 from workers.header import IndexAttributes
 from workers.index.reader import IndexReader
 from workers.index.schema import InstanceRecord, Outcome, pack_record
-from workers.indexer import INDEX_FAILED, IndexWriterProcess
+from workers.indexer import IndexWriterProcess
 
 
 def record(sop: str, study: str = "1.2", series: str = "1.2.3") -> InstanceRecord:

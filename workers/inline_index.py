@@ -1,0 +1,63 @@
+"""A lone worker's own index commits: the index-writer round trip, taken out when it buys nothing.
+
+THEORY OF OPERATION
+-------------------
+With several workers, one process must write LMDB for all of them (DESIGN: two writers only
+contend), so each record travels worker -> index ring -> index writer -> acks ring -> worker:
+two doorbells and two process wake-ups per batch, on the path of every C-STORE-RSP. With one
+worker (the default on two cores, ``[processes] inline_index``), that worker already is the
+only writer: it keeps the records each loop turn produced in ``pending`` and commits them
+itself, as one group (workers/group_commit.py: the same durability steps, audit events and
+failure answers as the index writer process), before the turn's responses are rung out.
+
+The worker's reader shares this environment (LMDB forbids opening one twice in a process), so
+queries see every commit at once. A worker that dies mid-commit leaves LMDB as the last
+commit left it (the write lock is robust, the transaction never reached its meta page); its
+replacement clears the dead process's reader slot when it opens the writer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from appliance.config import Config, DuplicatePolicy, Durability
+from workers.group_commit import POLICY_CODES, GroupCommit, Item
+from workers.index.reader import IndexReader
+from workers.index.schema import InstanceRecord, pack_record
+from workers.index.writer import IndexWriter
+
+
+class InlineIndex:
+    def __init__(self, cfg: Config) -> None:
+        self.batch_max = cfg.storage.batch_max
+        self.writer = IndexWriter(
+            Path(cfg.storage.data_dir) / "index",
+            map_size=cfg.storage.index_map_size_bytes,
+            sync=cfg.storage.durability is not Durability.OS,
+        )
+        # A predecessor killed inside a read transaction pins old pages until someone clears
+        # its reader slot (the index writer does it when it is told of a new worker).
+        self.writer.env.reader_check()
+        self.group = GroupCommit(cfg, self.writer)
+        self.pending: list[tuple[int, Item]] = []
+
+    def reader(self) -> IndexReader:
+        return IndexReader.sharing(self.writer.index)
+
+    def add(self, token: int, record: InstanceRecord, policy: DuplicatePolicy) -> None:
+        self.pending.append((token, (POLICY_CODES[policy], pack_record(record), record)))
+
+    def commit(self) -> list[tuple[int, int, str]]:
+        """Commit what is pending, at most ``batch_max`` records per transaction; one
+        ``(token, code, old relpath or reason)`` per record, in order."""
+        done: list[tuple[int, int, str]] = []
+        while self.pending:
+            batch = self.pending[: self.batch_max]
+            del self.pending[: self.batch_max]
+            results = self.group.commit([item for _, item in batch])
+            done += ((token, code, old) for (token, _), (code, old)
+                     in zip(batch, results, strict=True))
+        return done
+
+    def close(self) -> None:
+        self.writer.close()
