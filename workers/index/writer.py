@@ -39,7 +39,8 @@ carry as the last commit left it.
 MapFullError aborts the transaction; the map is doubled (``set_mapsize``, allowed because no
 transaction of ours is open) and the batch is retried from the start. Growing costs nothing
 until pages are written (the file is sparse); readers in other processes adopt the new size
-when their next transaction reports MapResizedError (reader.py). If the volume itself is full,
+when their next transaction reports MapResizedError (reader.py); so does a writer whose map
+another writer grew (the transaction is begun again). If the volume itself is full,
 the commit fails with an lmdb.Error (EIO for the short write) and the transaction is aborted:
 LMDB writes only to free pages and switches the meta page last, so the index stays as the last
 successful commit left it (the index writer refuses that batch, workers/indexer.py).
@@ -191,6 +192,11 @@ class IndexWriter:
                     batch.flush()
             except lmdb.MapFullError:
                 self._grow()
+                continue
+            except lmdb.MapResizedError:
+                # Another process (`pacs ingest` beside `pacs serve`, `pacs db repair`) grew
+                # the map past ours: adopt its size (0 = the size in the file) and retry.
+                self._index.env.set_mapsize(0)
                 continue
             if batch.dirty:
                 carry.keep(batch, txn_id)
