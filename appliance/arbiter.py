@@ -17,8 +17,9 @@ heartbeats and tells systemd how things are.
   - A dead worker is replaced by a new incarnation with fresh rings; the acceptor and the
     index writer receive the new ring fds over their control channels (SCM_RIGHTS). The
     acceptor fails the dead worker's in-flight operations (0x0110).
-  - A worker that fails to boot (exit 3) halts the appliance with exit code 3: a crash loop
-    helps nobody.
+  - A child that fails to boot (exit 3) is respawned after 0.5, 1 and 2 s; a fourth failure
+    in a row halts the appliance with exit code 3 (appliance/boot_backoff.py): a crash loop
+    helps nobody, a passing fault (a volume still mounting) should not need an operator.
   - The acceptor or the index writer dying restarts the core set in place: their ring
     positions cannot be recovered, so the arbiter SIGKILLs and reaps what is left of acceptor,
     workers and index writer, removes the dead writers' spool files, and forks the three roles
@@ -63,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance import audit, reload, systemd, tls
+from appliance.boot_backoff import BootBackoff
 from appliance.config import Config, ConfigSource
 from appliance.datadir import ensure_index, prepare_data_dir
 from appliance.errors import ConfigError, HaltAppliance
@@ -174,6 +176,7 @@ class Arbiter:
         self.n_workers = cfg.worker_count
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.children: dict[int, Child] = {}
+        self.boot = BootBackoff()
         self.stopping = False
         self.exit_code = 0
         self.ready_sent = False
@@ -576,6 +579,8 @@ class Arbiter:
                 except queue.Empty:
                     pass
                 self._reap()
+                if self.boot.failures:
+                    self._boot_retries()
                 self._spawn_acceptor_when_ready()
                 self._check_heartbeats()
                 me.heartbeat()
@@ -613,13 +618,37 @@ class Arbiter:
             _metrics_child_died(pid, child.role, status)
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
             if code == EXIT_BOOT_FAILED:
-                raise HaltAppliance(EXIT_BOOT_FAILED, f"{child.role.name.lower()} failed to boot")
-            if child.role is Role.WORKER:
-                self._replace_worker(child)
-            elif child.role is Role.EXPORTER:
-                self._spawn_exporter(child.generation + 1)
-            else:  # the acceptor or the index writer
-                self._restart_core(child, cause)
+                self._boot_failed(child, cause)
+            else:
+                self._respawn(child, cause)
+
+    def _respawn(self, child: Child, cause: str) -> None:
+        if child.role is Role.WORKER:
+            self._replace_worker(child)
+        elif child.role is Role.EXPORTER:
+            self._spawn_exporter(child.generation + 1)
+        else:  # the acceptor or the index writer
+            self._restart_core(child, cause)
+
+    def _boot_failed(self, child: Child, cause: str) -> None:
+        """Respawn later, further apart each time, then halt (appliance/boot_backoff.py)."""
+        role = child.role.name.lower()
+        delay = self.boot.failed(child.index, self.core_generation,
+                                 lambda: self._respawn(child, cause))
+        if delay is None:
+            raise HaltAppliance(EXIT_BOOT_FAILED, f"{role} failed to boot "
+                                                  f"{self.boot.retries + 1} times in a row")
+        log.error("arbiter.boot_retry", role=role, slot=child.index,
+                  failures=self.boot.failures[child.index], retry_in_s=delay)
+
+    def _boot_retries(self) -> None:
+        assert self.cb is not None
+        for slot in [s for s in self.boot.failures if not self.boot.waiting(s)]:
+            if self.cb.slot(slot).state is ProcState.READY:
+                self.boot.booted(slot)
+        if not self.stopping:
+            for respawn in self.boot.due(self.core_generation):
+                respawn()
 
     def _check_heartbeats(self) -> None:
         assert self.cb is not None

@@ -251,8 +251,8 @@ class Appliance:
         ]  # fmt: skip
         return cmd
 
-    def start(self, timeout_s: float = READY_TIMEOUT_S) -> Appliance:
-        """Start (or restart on the same data dir) and wait for /readyz."""
+    def start(self, timeout_s: float = READY_TIMEOUT_S, wait: bool = True) -> Appliance:
+        """Start (or restart on the same data dir) and wait for /readyz (unless not ``wait``)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.port, self.http_port = free_port(), free_port()
         prom = self.root / f"prometheus-{self.starts}"
@@ -273,7 +273,8 @@ class Appliance:
                 env=env,
                 start_new_session=True,  # its own process group: teardown can reap stragglers
             )
-        self.wait_ready(timeout_s)
+        if wait:
+            self.wait_ready(timeout_s)
         return self
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
