@@ -4,14 +4,17 @@ THEORY OF OPERATION
 -------------------
 Forked by the arbiter (or the ingest driver). Everything heavy (LMDB, pydicom) is set up here,
 after the fork. The loop blocks in poll() on two doorbells: ``jobs`` (records from the acceptor
-or the ingest driver) and ``acks`` (commit acknowledgements from the index writer). Records are
-consumed in place (payload views into shared memory) and released as soon as they are handled.
+or the ingest driver) and ``acks`` (commit acknowledgements from the index writer). A lone worker
+(``inline_index``) commits its own index records instead, once per turn after its jobs
+(workers/inline_index.py), and its ``acks`` ring stays silent. Records are consumed in place
+(payload views into shared memory) and released as soon as they are handled.
 Outbound records are put without ringing; each outbound ring touched in an iteration is rung
 once at the end of it (one eventfd write per batch, not per record).
 
 A record handler that raises is a bug: it is logged with the association and the loop goes on
-(the per-job boundary of STYLE 2.5); an LMDB or mmap error exits with EXIT_STATE_CORRUPT so the
-arbiter replaces the process.
+(the per-job boundary of STYLE 2.5); an error that leaves LMDB or a ring in doubt
+(``STATE_CORRUPT``) ends the loop and the process exits with EXIT_STATE_CORRUPT, so the arbiter
+replaces it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import lmdb
 import msgpack
 import structlog
 
@@ -34,7 +38,7 @@ from appliance.dimse.fragment import PduParts, framed, pdu_body_length
 from appliance.dimse.status import Status
 from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.kinds import Flag, Kind
-from appliance.ipc.ring import Record, Ring
+from appliance.ipc.ring import Record, Ring, RingCorruptError
 from metrics import fast
 from workers.group_commit import INDEX_FAILED, INDEX_OUT_OF_RESOURCES, POLICY_CODES
 from workers.index.reader import IndexReader
@@ -54,6 +58,11 @@ IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1461.1.1"
 IMPLEMENTATION_VERSION_NAME = "PACS_APPL_010"
 _PUT_TIMEOUT_S = 30.0
 _SEND_RECORD_BYTES = 256 * 1024
+# What a worker cannot carry on after (STYLE 2.5): LMDB reporting its environment damaged or
+# unusable, a shared ring holding what no correct producer writes.
+STATE_CORRUPT: tuple[type[BaseException], ...] = (
+    lmdb.PanicError, lmdb.CorruptedError, lmdb.InvalidError, lmdb.VersionMismatchError,
+    lmdb.BadRslotError, lmdb.BadTxnError, RingCorruptError)
 _BEAT_INTERVAL_S = 0.25  # heartbeat (and orphan check) at least this often while busy
 _FRAMED, _FINAL, _HELD = int(Flag.FRAMED), int(Flag.FINAL), int(Flag.HELD)
 
@@ -223,6 +232,8 @@ class Worker:
         while (rec := ring.peek()) is not None:
             try:
                 self._handle_job(rec)
+            except STATE_CORRUPT:
+                raise  # not survivable in place: run_worker exits EXIT_STATE_CORRUPT
             except Exception:  # noqa: BLE001 - per-job boundary (STYLE 2.5)
                 log.exception("worker.internal_error", kind=rec.kind, assoc_id=rec.assoc_id)
             finally:
@@ -289,6 +300,8 @@ class Worker:
                 self.services.index_failed(token, old, Status.OUT_OF_RESOURCES)
             else:
                 self.services.indexed(token, Outcome(code), old)
+        except STATE_CORRUPT:
+            raise
         except Exception:  # noqa: BLE001 - per-job boundary (STYLE 2.5)
             log.exception("worker.internal_error", token=token)
 
@@ -316,5 +329,9 @@ def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks,
              inline_index=inline_index, boot_s=round(time.monotonic() - start, 3))
     try:
         return worker.run()
+    except STATE_CORRUPT:
+        # The arbiter replaces the worker; its in-flight operations are answered 0x0110.
+        log.exception("worker.state_corrupt", slot=channels.slot)
+        return EXIT_STATE_CORRUPT
     finally:
         fast.flush()  # the last metric tallies (metrics/fast.py)
