@@ -37,6 +37,8 @@ def encode_dataset(ds: Dataset, transfer_syntax_uid: str) -> bytes:
     if encoding.deflated:
         packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         data = packer.compress(data) + packer.flush()
+        if len(data) % 2:
+            data += b"\x00"  # PS3.5 A.5: an odd-length deflated stream gets one trailing NUL
     return data
 
 

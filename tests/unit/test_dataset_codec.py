@@ -142,3 +142,19 @@ def test_workflow_scp_answers_an_uninflatable_n_create_with_c000(tmp_path: Path)
     assert isinstance(rsp, NCreateRSP)
     assert rsp.message_id_being_responded_to == 7 and rsp.status == Status.CANNOT_UNDERSTAND
     assert rsp.error_comment is not None and rsp.error_comment.startswith("undecodable")
+
+
+def test_deflated_data_sets_have_even_length() -> None:
+    """PS3.5 A.5: an odd-length deflated stream is padded with one NUL, which inflating
+    ignores (it follows the end of the deflate stream)."""
+    odd = 0
+    for n in range(16):
+        ds = _identifier()
+        ds.PatientID = "X" * n
+        packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        plain = encode_dataset(ds, EXPLICIT_VR_LE)
+        odd += len(packer.compress(plain) + packer.flush()) % 2
+        raw = encode_dataset(ds, DEFLATED_EXPLICIT_VR_LE)
+        assert len(raw) % 2 == 0, n
+        assert decode_dataset(raw, DEFLATED_EXPLICIT_VR_LE).PatientID == "X" * n
+    assert odd  # some of these streams needed the pad
