@@ -50,6 +50,10 @@ from appliance.dimse.responses import RequestIdentity, status_response
 from appliance.dimse.status import Status
 from appliance.errors import DimseError, RemoteULError
 from appliance.negotiation.policy import NegotiationPolicy, accepted_contexts, negotiate
+from appliance.negotiation.qr_classes import (
+    STORAGE_COMMITMENT_INSTANCE,
+    STORAGE_COMMITMENT_PUSH_MODEL,
+)
 from appliance.negotiation.sop_classes import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION
 from appliance.qr_scu import decode_identifier
 from appliance.ul.association import (
@@ -77,8 +81,6 @@ from appliance.ul.pdu import (
     UserInformation,
 )
 
-STORAGE_COMMITMENT_PUSH_MODEL: Final = "1.2.840.10008.1.20.1"  # PS3.4 J.3
-STORAGE_COMMITMENT_INSTANCE: Final = "1.2.840.10008.1.20.1.1"  # well-known instance, J.3
 ACTION_REQUEST_COMMITMENT: Final = 1  # J.3.2.1: Request Storage Commitment
 EVENT_ALL_COMMITTED: Final = 1  # J.3.3.1: Storage Commitment Request Successful
 EVENT_FAILURES_EXIST: Final = 2  # J.3.3.1: Storage Commitment Request Complete - Failures

@@ -54,6 +54,7 @@ from appliance.dimse.transfer_syntax import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from appliance.errors import ConfigError
 from appliance.negotiation.qr_classes import MODALITY_PERFORMED_PROCEDURE_STEP as MPPS
 from appliance.negotiation.qr_classes import MODALITY_WORKLIST_FIND as MWL_FIND
+from appliance.negotiation.qr_classes import STORAGE_COMMITMENT_INSTANCE
 from appliance.negotiation.qr_classes import STORAGE_COMMITMENT_PUSH_MODEL as STORAGE_COMMITMENT
 from appliance.scu import SCU, ProposedContext, SCUError
 from appliance.ul.pdu import RoleSelection, UserSubItem
@@ -78,7 +79,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(component="worker")
 
-STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 NRequest = NCreateRQ | NSetRQ | NActionRQ
 
 

@@ -38,8 +38,6 @@ from pydicom.dataset import Dataset
 from appliance.dimse.status import Status
 from workers.workflow.vr import problem
 
-STORAGE_COMMITMENT_SOP_CLASS: Final = "1.2.840.10008.1.20.1"
-STORAGE_COMMITMENT_SOP_INSTANCE: Final = "1.2.840.10008.1.20.1.1"  # well-known (J.3.1)
 EVENT_ALL_COMMITTED: Final = 1  # "Storage Commitment Request Successful"
 EVENT_FAILURES: Final = 2  # "Storage Commitment Request Complete - Failures Exist"
 
@@ -168,7 +166,6 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 
 __all__ = [
-    "EVENT_ALL_COMMITTED", "EVENT_FAILURES", "STORAGE_COMMITMENT_SOP_CLASS",
-    "STORAGE_COMMITMENT_SOP_INSTANCE", "CommitmentError", "CommitmentRequest", "Failure",
+    "EVENT_ALL_COMMITTED", "EVENT_FAILURES", "CommitmentError", "CommitmentRequest", "Failure",
     "Lookup", "Reference", "check_commitment", "event_report_dataset",
 ]
