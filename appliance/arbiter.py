@@ -474,7 +474,7 @@ class Arbiter:
 
             self._close_foreign(set(ch.all_fds()))
             return run_worker(cfg, ch, WorkerHooks(ready=ready, heartbeat=beat),
-                              inline_index=self.n_workers == 1 and cfg.processes.inline_index)
+                              inline_index=cfg.inline_index_for(self.n_workers))
 
         self._fork(Role.WORKER, index, ch.generation, "worker", target)
 

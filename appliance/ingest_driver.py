@@ -146,7 +146,7 @@ def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool,
         chans.append(ch)
         rings += rs
     pids = [_fork(_writer_child, cfg, [(c.slot, 1, c.index, c.acks) for c in chans])]
-    inline = len(chans) == 1 and cfg.processes.inline_index
+    inline = cfg.inline_index_for(len(chans))
     pids += [_fork(_worker_child, cfg, c, inline) for c in chans]
     jobs = [Ring.attach(c.jobs) for c in chans]
     replies = [Ring.attach(c.replies) for c in chans]

@@ -8,9 +8,8 @@ The loop waits on all index doorbells, takes every record visible on every ring 
 (workers/group_commit.py: the durability modes, the audit events, what a failed flush or
 commit answers) and only then acknowledges each record to its worker, which answers the peer.
 So a Success C-STORE-RSP always follows the durable commit of its record. Group commit needs no
-timer: while one batch syncs, the next accumulates. When the appliance runs a single worker,
-that worker commits its own records instead (workers/inline_index.py) and this process only
-waits.
+timer: while one batch syncs, the next accumulates. When the workers commit their own records
+(one worker, or `os` durability: workers/inline_index.py) this process only waits.
 
 A panic or corruption error is not survivable in place: it propagates, the writer exits and
 the arbiter halts the appliance for systemd to restart it.

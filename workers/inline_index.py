@@ -1,14 +1,19 @@
-"""A lone worker's own index commits: the index-writer round trip, taken out when it buys nothing.
+"""Workers' own index commits: the index-writer round trip, taken out where it buys nothing.
 
 THEORY OF OPERATION
 -------------------
-With several workers, one process must write LMDB for all of them (DESIGN: two writers only
-contend), so each record travels worker -> index ring -> index writer -> acks ring -> worker:
-two doorbells and two process wake-ups per batch, on the path of every C-STORE-RSP. With one
-worker (the default on two cores, ``[processes] inline_index``), that worker already is the
-only writer: it keeps the records each loop turn produced in ``pending`` and commits them
-itself, as one group (workers/group_commit.py: the same durability steps, audit events and
-failure answers as the index writer process), before the turn's responses are rung out.
+Through the index writer process each record travels worker -> index ring -> index writer ->
+acks ring -> worker: two doorbells and two process wake-ups per batch, on the path of every
+C-STORE-RSP. What that buys is one flush for the records of all workers (one syncfs in
+``batch`` mode, one synced commit in ``fsync`` mode). With one worker (the default on two
+cores) there is nobody to share it with, and in ``os`` mode there is no flush to share, so
+there (``Config.inline_index_for``, ``[processes] inline_index``) each worker keeps the records
+of a loop turn in ``pending`` and commits them itself, as one group (workers/group_commit.py:
+the same durability steps, audit events and failure answers as the index writer process),
+before the turn's responses are rung out. Several workers doing so take LMDB's write lock in
+turn (a commit of a turn's few records holds it for tens of microseconds); the writer's
+carried parent records are dropped whenever another worker committed in between
+(workers/index/writer.py).
 
 The worker's reader shares this environment (LMDB forbids opening one twice in a process), so
 queries see every commit at once. A worker that dies mid-commit leaves LMDB as the last

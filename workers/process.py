@@ -4,10 +4,11 @@ THEORY OF OPERATION
 -------------------
 Forked by the arbiter (or the ingest driver). Everything heavy (LMDB, pydicom) is set up here,
 after the fork. The loop blocks in poll() on two doorbells: ``jobs`` (records from the acceptor
-or the ingest driver) and ``acks`` (commit acknowledgements from the index writer). A lone worker
-(``inline_index``) commits its own index records instead, once per turn after its jobs
-(workers/inline_index.py), and its ``acks`` ring stays silent. Records are consumed in place
-(payload views into shared memory) and released as soon as they are handled.
+or the ingest driver) and ``acks`` (commit acknowledgements from the index writer). With
+``inline_index`` (one worker, or `os` durability) the worker commits its own index records
+instead, once per turn after its jobs (workers/inline_index.py), and ``acks`` stays silent.
+Records are consumed in place (payload views into shared memory) and released as soon as they
+are handled.
 Outbound records are put without ringing; each outbound ring touched in an iteration is rung
 once at the end of it (one eventfd write per batch, not per record).
 
@@ -280,7 +281,7 @@ class Worker:
             self._on_indexed(hdr.msg_id, hdr.aux, payload.decode())
 
     def _commit_inline(self) -> None:
-        """A lone worker's group commit of this turn's records (workers/inline_index.py),
+        """The worker's own group commit of this turn's records (workers/inline_index.py),
         waiting ``batch_window_ms`` for more first, as the index writer would."""
         if self.inline is None or not self.inline.pending:
             return
@@ -308,8 +309,8 @@ class Worker:
 
 def run_worker(cfg: Config, channels: WorkerChannels, hooks: WorkerHooks,
                inline_index: bool = False) -> int:
-    """Entry point in the forked child. ``inline_index``: this is the only worker and commits
-    its own index records (workers/inline_index.py)."""
+    """Entry point in the forked child. ``inline_index``: commit this worker's own index
+    records (workers/inline_index.py, Config.inline_index_for)."""
     start = time.monotonic()
     try:
         from workers.kernels import WORKER_KERNELS, page_out_compiler, warm_up

@@ -116,8 +116,8 @@ def test_ingest_survives_a_killed_worker(tmp_path: Path) -> None:
 def test_each_durability_mode_stores_and_indexes(
     appliance_factory: Callable[..., Appliance], tmp_path: Path, mode: str, workers: int
 ) -> None:
-    """With one worker, that worker commits its own index records (workers/inline_index.py);
-    with two, the index writer process does."""
+    """With one worker, or in `os` mode, the workers commit their own index records
+    (workers/inline_index.py); with two in `batch` or `fsync` mode the index writer does."""
     app = appliance_factory(durability=mode, workers=workers).start()
     files = write_ct_corpus(tmp_path / "corpus", seed=13, patients=1, studies_per_patient=1,
                             series_per_study=2, instances_per_series=10)
@@ -129,7 +129,8 @@ def test_each_durability_mode_stores_and_indexes(
     logged = app.stdout_path.read_text() + app.stderr_path.read_text()
     started = [line for line in logged.splitlines() if "worker.started" in line]
     assert len(started) == workers
-    assert all(f'"inline_index": {"true" if workers == 1 else "false"}' in line
+    inline = workers == 1 or mode == "os"
+    assert all(f'"inline_index": {"true" if inline else "false"}' in line
                for line in started), started
 
 

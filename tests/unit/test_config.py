@@ -127,3 +127,15 @@ def test_ring_must_hold_two_pdus() -> None:
     with pytest.raises(ConfigError, match=r"\[processes\] ring_bytes"):
         from_mapping({"network": {"max_pdu_bytes": 4 * 1024 * 1024},
                       "processes": {"ring_bytes": 8 * 1024 * 1024}})
+
+
+@pytest.mark.parametrize(("durability", "workers", "inline"), [
+    ("batch", 1, True), ("fsync", 1, True), ("os", 1, True), ("os", 4, True),
+    ("batch", 2, False), ("fsync", 3, False)])
+def test_which_workers_commit_their_own_index_records(
+        durability: str, workers: int, inline: bool) -> None:
+    cfg = load(None, {"storage": {"durability": durability}})
+    assert cfg.inline_index_for(workers) is inline
+    off = load(None, {"storage": {"durability": durability},
+                      "processes": {"inline_index": False}})
+    assert off.inline_index_for(workers) is False
