@@ -9,7 +9,9 @@ exporter at once, the acceptor once the index writer and a worker are ready (unt
 connections wait in the listen backlog rather than meet an acceptor with no worker to route
 to). Each child sets up its heavy libraries (uvloop, LMDB, pydicom) itself, after the fork,
 importing its role's module lazily. Acceptor, workers and index writer are the core set:
-``_start_core`` starts it at boot and again after a core restart (below).
+``_start_core`` starts it at boot and again after a core restart (below). Where the workers
+commit their own index records (one worker, or `os` durability: Config.inline_index_for) no
+index writer is forked, and nothing waits for one (``workers_index`` in the control block).
 
 Signal handlers only enqueue; the loop dispatches. Every tick it reaps children, checks
 heartbeats and tells systemd how things are.
@@ -174,6 +176,8 @@ class Arbiter:
         self.cfg = cfg
         self.source = source
         self.n_workers = cfg.worker_count
+        # The workers commit their own index records: no index writer process is forked.
+        self.workers_index = cfg.inline_index_for(self.n_workers)
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.children: dict[int, Child] = {}
         self.boot = BootBackoff()
@@ -211,6 +215,7 @@ class Arbiter:
             self.tls_listener = bind_tls_listener(cfg.network.host, cfg.tls.port)
         self.cb = ControlBlock.create(FIRST_WORKER_SLOT + self.n_workers)
         self.cb.global_area.arbiter_pid = os.getpid()
+        self.cb.global_area.workers_index = self.workers_index
         self.cb.global_area.set_disk(True, 0)
         me = self.cb.slot(SLOT_ARBITER)
         me.claim(Role.ARBITER, 1)
@@ -254,12 +259,17 @@ class Arbiter:
             )
             self.channels[i], self.rings[i] = ch, rings
         self.acceptor_chan, acc_end = channel_pair()
-        self.writer_chan, wr_end = channel_pair()
-        self._peer_ends = [acc_end, wr_end]
-        self._spawn_writer(wr_end)
+        if self.workers_index:  # no index writer: the workers commit (workers/inline_index.py)
+            self.writer_chan = None
+            self._peer_ends = [acc_end]
+        else:
+            self.writer_chan, wr_end = channel_pair()
+            self._peer_ends = [acc_end, wr_end]
+            self._spawn_writer(wr_end)
         for i in range(self.n_workers):
             self._spawn_worker(i)
-        wr_end.close()
+        if not self.workers_index:
+            wr_end.close()
         self._peer_ends = [acc_end]
         self._acceptor_end = acc_end
 
@@ -271,7 +281,9 @@ class Arbiter:
         end = self._acceptor_end
         if end is None or self.stopping:
             return
-        if self.cb.slot(SLOT_WRITER).state is not ProcState.READY or not any(
+        writer_ready = (self.workers_index
+                        or self.cb.slot(SLOT_WRITER).state is ProcState.READY)
+        if not writer_ready or not any(
                 self.cb.slot(FIRST_WORKER_SLOT + i).state is ProcState.READY
                 for i in range(self.n_workers)):
             return
@@ -474,7 +486,7 @@ class Arbiter:
 
             self._close_foreign(set(ch.all_fds()))
             return run_worker(cfg, ch, WorkerHooks(ready=ready, heartbeat=beat),
-                              inline_index=cfg.inline_index_for(self.n_workers))
+                              inline_index=self.workers_index)
 
         self._fork(Role.WORKER, index, ch.generation, "worker", target)
 
@@ -494,9 +506,10 @@ class Arbiter:
         def target() -> int:
             from appliance.acceptor.server import AcceptorSetup, run_acceptor
 
-            assert self.acceptor_chan is not None and self.writer_chan is not None
+            assert self.acceptor_chan is not None
             self.acceptor_chan.close()
-            self.writer_chan.close()
+            if self.writer_chan is not None:
+                self.writer_chan.close()
             self._close_foreign({fd for c in self.channels.values()
                                  for fd in (*c.jobs, *c.replies)})
             setup = AcceptorSetup(cfg, listener, cb, SLOT_ACCEPTOR, worker_slots, links, chan,
@@ -535,11 +548,13 @@ class Arbiter:
             r.close()
         self.channels[i], self.rings[i] = ch, rings
         self._spawn_worker(i)
-        assert self.acceptor_chan is not None and self.writer_chan is not None
+        assert self.acceptor_chan is not None
         header = {"kind": "worker_rings", "slot": i, "generation": gen}
         # An acceptor not forked yet inherits the new rings (self.channels) instead.
         pending = self._acceptor_end is not None
-        targets = [(self.writer_chan, [*ch.index, *ch.acks])]
+        targets = []
+        if self.writer_chan is not None:
+            targets.append((self.writer_chan, [*ch.index, *ch.acks]))
         if not pending:
             targets.append((self.acceptor_chan, [*ch.jobs, *ch.replies]))
         for chan, fds in targets:
@@ -676,7 +691,7 @@ class Arbiter:
         for c in self.children.values():
             states[c.role].append(self.cb.slot(c.index).state is ProcState.READY)
         return (any(states.get(Role.WORKER, [])) and all(states.get(Role.ACCEPTOR, [False]))
-                and all(states.get(Role.INDEX_WRITER, [False])))
+                and (self.workers_index or all(states.get(Role.INDEX_WRITER, [False]))))
 
     def _notify_systemd(self) -> None:
         assert self.cb is not None

@@ -2,14 +2,15 @@
 
 THEORY OF OPERATION
 -------------------
-The driver is a small arbiter without a network: it forks an index writer and N workers
-wired with the same WorkerChannels as `pacs serve`, then feeds each worker INGEST records
+The driver is a small arbiter without a network: it forks N workers (and an index writer,
+unless they commit their own records: Config.inline_index_for) wired with the same
+WorkerChannels as `pacs serve`, then feeds each worker INGEST records
 (one file path each, at most ``_WINDOW`` outstanding per worker) and tallies the INGESTED
 outcomes. Workers run the exact store pipeline of C-STORE (spool, parse, validate, place,
 index, durable commit), so an ingested object is indistinguishable from a received one.
 
 It is safe to run while `pacs serve` uses the same data directory: LMDB serialises the two
-index writers' transactions, and the duplicate check happens inside the write transaction,
+LMDB writers' transactions, and the duplicate check happens inside the write transaction,
 so a SOP Instance UID is never indexed twice. Re-running is idempotent (duplicates are kept).
 """
 
@@ -145,9 +146,11 @@ def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool,
         ch, rs = WorkerChannels.create(i, 1, 4 * 1024 * 1024, 4 * 1024 * 1024)
         chans.append(ch)
         rings += rs
-    pids = [_fork(_writer_child, cfg, [(c.slot, 1, c.index, c.acks) for c in chans])]
+    # With inline indexing the workers commit their own records: no index writer.
     inline = cfg.inline_index_for(len(chans))
-    pids += [_fork(_worker_child, cfg, c, inline) for c in chans]
+    writer = None if inline else _fork(
+        _writer_child, cfg, [(c.slot, 1, c.index, c.acks) for c in chans])
+    workers = [_fork(_worker_child, cfg, c, inline) for c in chans]
     jobs = [Ring.attach(c.jobs) for c in chans]
     replies = [Ring.attach(c.replies) for c in chans]
     for r in rings:
@@ -156,18 +159,19 @@ def run_ingest(cfg: Config, paths: list[Path], *, as_json: bool, progress: bool,
     bar = _Progress(progress and not as_json, len(files))
     alive = [True] * len(jobs)  # a reaped worker's pid may already belong to someone else
     try:
-        _drive(files, jobs, replies, pids[1:], alive, summary, bar)
+        _drive(files, jobs, replies, workers, alive, summary, bar)
     finally:
-        live = [pid for pid, ok in zip(pids[1:], alive, strict=True) if ok]
+        live = [pid for pid, ok in zip(workers, alive, strict=True) if ok]
         for pid in live:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         for pid in live:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pids[0], signal.SIGTERM)
-        os.waitpid(pids[0], 0)
+        if writer is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(writer, signal.SIGTERM)
+            os.waitpid(writer, 0)
     bar.update(summary, force=True)
     out = {"stored": summary.stored, "duplicates": summary.duplicates,
            "not_dicom": summary.not_dicom, "skipped": summary.skipped, "failed": summary.failed,

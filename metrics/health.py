@@ -5,7 +5,10 @@ beating or still booting (forked, not yet READY: the arbiter's watchdog gives a 
 heartbeat_timeout_s before it kills it, so "booting" cannot hide a hang for longer than a
 stale heartbeat would), so a core restart in progress is not reported as dead.
 /readyz: live, the appliance is not draining, the acceptor listens, at least one worker is
-ready, the index writer is ready and the data volume has space.
+ready, the index is writable and the data volume has space.
+When the workers commit their own index records (``workers_index``: one worker, or `os`
+durability) no index writer runs: there is no index_writer_heartbeat check, and the index is
+writable when a worker is ready (a worker opens its LMDB writer before it reports READY).
 """
 
 from __future__ import annotations
@@ -48,7 +51,10 @@ def liveness(cb: ControlBlock, heartbeat_timeout_s: float) -> Health:
     slots = [s for s in cb.snapshot() if s.role is not Role.NONE]
     checks = {"arbiter_heartbeat": any(
         s.role is Role.ARBITER and _fresh(s, now, heartbeat_timeout_s) for s in slots)}
-    for role in (Role.ACCEPTOR, Role.INDEX_WRITER):
+    roles = [Role.ACCEPTOR]
+    if not cb.global_area.workers_index:
+        roles.append(Role.INDEX_WRITER)
+    for role in roles:
         checks[f"{_ROLE_NAMES[role]}_heartbeat"] = any(
             _fresh(s, now, heartbeat_timeout_s) or _booting(s) for s in slots if s.role is role
         )
@@ -67,7 +73,7 @@ def readiness(cb: ControlBlock, heartbeat_timeout_s: float) -> Health:
     checks["not_draining"] = g.appliance_state is not ApplianceState.DRAINING
     checks["listening"] = ready(Role.ACCEPTOR)
     checks["worker_ready"] = ready(Role.WORKER)
-    checks["index_writable"] = ready(Role.INDEX_WRITER)
+    checks["index_writable"] = ready(Role.WORKER if g.workers_index else Role.INDEX_WRITER)
     checks["disk_space"] = g.disk_ok
     return Health(all(checks.values()), checks)
 

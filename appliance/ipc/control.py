@@ -8,8 +8,8 @@ it with ``fdpass``) and mmaps it ``MAP_SHARED``. Layout: a 128-byte global area,
 
 Single writer per field, by convention and by who holds the slot:
 
-    global area      appliance_state, arbiter_pid: the arbiter. The disk probe (disk_ok,
-                     disk_free_bytes, disk_checked_ns): initialised by the arbiter before
+    global area      appliance_state, arbiter_pid, workers_index: the arbiter. The disk probe
+                     (disk_ok, disk_free_bytes, disk_checked_ns): initialised by the arbiter before
                      fork, then written only by the one process that probes the disk (the
                      exporter). The disk-full report (disk_full_ns, disk_full_until_free):
                      written by any process whose write failed for lack of space (a worker,
@@ -66,6 +66,7 @@ _G_MAGIC, _G_VERSION, _G_NSLOTS = 0, 8, 12
 _G_APP_STATE, _G_DISK_OK, _G_ARBITER_PID = 16, 20, 24
 _G_DISK_FREE, _G_DISK_CHECKED = 32, 40
 _G_DISK_FULL_UNTIL, _G_DISK_FULL_NS = 48, 56
+_G_WORKERS_INDEX = 64
 
 # Slot offsets: line 0 arbiter-owned, line 1 child-owned.
 _S_ROLE, _S_GENERATION, _S_PID = 0, 4, 8
@@ -117,6 +118,7 @@ class GlobalState:
     disk_free_bytes: int
     disk_checked_ns: int
     arbiter_pid: int
+    workers_index: bool = False
 
 
 class _Words:
@@ -270,6 +272,16 @@ class GlobalView(_Words):
         self.set_u32(_G_ARBITER_PID, value)
 
     @property
+    def workers_index(self) -> bool:
+        """The workers commit their own index records and no index writer runs
+        (workers/inline_index.py)."""
+        return self.u32(_G_WORKERS_INDEX) != 0
+
+    @workers_index.setter
+    def workers_index(self, value: bool) -> None:
+        self.set_u32(_G_WORKERS_INDEX, 1 if value else 0)
+
+    @property
     def disk_ok(self) -> bool:
         return self.u32(_G_DISK_OK) != 0
 
@@ -310,6 +322,7 @@ class GlobalView(_Words):
             disk_free_bytes=self.disk_free_bytes,
             disk_checked_ns=self.disk_checked_ns,
             arbiter_pid=self.arbiter_pid,
+            workers_index=self.workers_index,
         )
 
 

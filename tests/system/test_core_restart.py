@@ -118,7 +118,9 @@ def _ready_events(app: Appliance) -> int:
 def test_kill9_restarts_the_core_set_in_place(
     appliance_factory: Callable[..., Appliance], role: str
 ) -> None:
-    app = appliance_factory(workers=2, durability="os", config=CONFIG).start()
+    # In `os` mode the workers index and there is no index writer to kill (inline_index).
+    durability = "os" if role == "acceptor" else "batch"
+    app = appliance_factory(workers=2, durability=durability, config=CONFIG).start()
     assert app.proc is not None
     arbiter = app.proc.pid
     stop = threading.Event()

@@ -21,7 +21,10 @@ size mismatch (files written but never indexed may remain: they were never ackno
 
 Durability ``os``: a kill -9 is our crash, not a power loss, and the page cache survives it,
 so ``os`` is the weakest mode that must pass; ``batch`` and ``fsync`` only add flushes to the
-same ordering (README "Durability modes").
+same ordering (README "Durability modes"). In ``os`` mode the two workers commit their own
+index records (workers/inline_index.py: a worker may die holding LMDB's write lock) and no
+index writer runs, so its kill is left out here; tests/system/test_core_restart.py kills it
+in ``batch`` mode.
 """
 
 from __future__ import annotations
@@ -121,7 +124,9 @@ def test_random_kill9_loop_loses_nothing_acknowledged(
     clients = [Storer(app, f"K{i}", 700 + i, stop).start() for i in range(CLIENTS)]
     history: list[str] = []
     # Every role at least once, in random order, then random roles.
-    plan = rng.sample(ROLES, len(ROLES)) + [rng.choice(ROLES) for _ in range(KILLS - 4)]
+    roles = [r for r in ROLES if r == "arbiter" or app.processes(r)]
+    assert "worker" in roles and "acceptor" in roles, app.processes()
+    plan = rng.sample(roles, len(roles)) + [rng.choice(roles) for _ in range(KILLS - len(roles))]
     started = time.monotonic()
     try:
         for k, role in enumerate(plan):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from appliance.ipc.control import ControlBlock, ProcState, Role
-from metrics.health import liveness
+from metrics.health import liveness, readiness
 
 TIMEOUT_S = 30.0
 ARBITER, ACCEPTOR, WRITER = 0, 1, 2
@@ -59,3 +59,26 @@ def test_a_child_forked_but_not_yet_beating_is_live(cb: ControlBlock) -> None:
     assert liveness(cb, TIMEOUT_S).ok
     slot.state = ProcState.STOPPED  # reaped without ever beating: dead
     assert not liveness(cb, TIMEOUT_S).ok
+
+
+def _workers_index(block: ControlBlock) -> None:
+    """What the arbiter sets up when the workers commit their own index records: no index
+    writer slot is ever claimed, one worker slot is."""
+    block.slot(WRITER).claim(Role.NONE, 0)
+    block.global_area.workers_index = True
+    worker = block.slot(4)
+    worker.claim(Role.WORKER, 1)
+    worker.pid = 104
+    worker.heartbeat()
+
+
+def test_without_an_index_writer_nothing_waits_for_one(cb: ControlBlock) -> None:
+    _workers_index(cb)
+    health = liveness(cb, TIMEOUT_S)
+    assert health.ok and set(health.checks) == {"arbiter_heartbeat", "acceptor_heartbeat"}
+    ready = readiness(cb, TIMEOUT_S)
+    assert ready.checks["index_writable"] is False  # the worker is still booting
+    cb.slot(4).state = ProcState.READY  # its LMDB writer is open: the index is writable
+    assert readiness(cb, TIMEOUT_S).checks["index_writable"] is True
+    cb.global_area.workers_index = False  # the same slots, but an index writer is expected
+    assert liveness(cb, TIMEOUT_S).checks["index_writer_heartbeat"] is False
