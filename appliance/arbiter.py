@@ -397,7 +397,7 @@ class Arbiter:
                 signal.signal(sig, signal.SIG_DFL)
             configure_logging(self.cfg.log_level, role=name)
             slot.pid = os.getpid()
-            _set_comm(name if role is not Role.WORKER else f"worker-{index - FIRST_WORKER_SLOT}")
+            _set_comm(comm_name(role, name, index - FIRST_WORKER_SLOT))
             self._child_setup(name)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             code = target()
@@ -805,10 +805,17 @@ class Arbiter:
                 time.sleep(0.05)
 
 
-def _set_comm(name: str) -> None:
-    """Name the child for ps/top/perf (``pacs-worker-0``); Linux truncates to 15 bytes."""
+def comm_name(role: Role, name: str, worker: int) -> str:
+    """The child's name in ps/top/perf: ``pacs-acceptor``, ``pacs-worker-0``, ``pacs-indexer``
+    (Linux keeps 15 bytes of a comm; ``pacs-index_writer`` would be cut mid-word)."""
+    if role is Role.WORKER:
+        return f"pacs-worker-{worker}"
+    return f"pacs-{'indexer' if role is Role.INDEX_WRITER else name}"
+
+
+def _set_comm(comm: str) -> None:
     with contextlib.suppress(OSError):
-        Path("/proc/self/comm").write_text(f"pacs-{name}"[:15])
+        Path("/proc/self/comm").write_text(comm[:15])
 
 
 def _child_teardown() -> None:
