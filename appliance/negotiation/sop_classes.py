@@ -6,14 +6,21 @@ Rerun the tool after upgrading pydicom; the selection rules are in its docstring
 
 from __future__ import annotations
 
+from appliance.dimse.transfer_syntax import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+)
+
 # PS3.4 Annex A Verification SOP Class (C-ECHO).
 VERIFICATION = "1.2.840.10008.1.1"
 
-# PS3.5 Annex A.
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
-EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+# PS3.5 Annex A: the native syntaxes' UIDs live in appliance/dimse/transfer_syntax.py.
+IMPLICIT_VR_LITTLE_ENDIAN = IMPLICIT_VR_LE
+EXPLICIT_VR_LITTLE_ENDIAN = EXPLICIT_VR_LE
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = DEFLATED_EXPLICIT_VR_LE
+EXPLICIT_VR_BIG_ENDIAN = EXPLICIT_VR_BE
 
 # PS3.4 Annex B Storage SOP Classes, retired ones included (still sent by old devices).
 STORAGE_SOP_CLASSES: frozenset[str] = frozenset(

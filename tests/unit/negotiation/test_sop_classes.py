@@ -100,3 +100,11 @@ def test_transfer_syntax_groups() -> None:
     assert sum(len(g) for g in groups) == len(sop_classes.ALL_TRANSFER_SYNTAXES)  # disjoint
     for excluded in ("1.2.840.10008.1.2.6.1", "1.2.840.10008.1.2.7.1", "1.2.840.10008.1.20"):
         assert excluded not in sop_classes.ALL_TRANSFER_SYNTAXES
+
+
+def test_native_syntaxes_from_pydicom_are_the_ones_the_codec_knows() -> None:
+    """The generated list (pydicom's registry) and the UIDs' home in appliance.dimse agree."""
+    from appliance.dimse.transfer_syntax import NATIVE_ENCODINGS
+
+    assert set(sop_classes.NATIVE_TRANSFER_SYNTAXES) == set(NATIVE_ENCODINGS)
+    assert sop_classes.EXPLICIT_VR_LITTLE_ENDIAN == sop_classes.NATIVE_TRANSFER_SYNTAXES[0]
