@@ -259,16 +259,15 @@ class Arbiter:
             )
             self.channels[i], self.rings[i] = ch, rings
         self.acceptor_chan, acc_end = channel_pair()
-        if self.workers_index:  # no index writer: the workers commit (workers/inline_index.py)
-            self.writer_chan = None
-            self._peer_ends = [acc_end]
-        else:
+        self.writer_chan = wr_end = None
+        self._peer_ends = [acc_end]
+        if not self.workers_index:  # else no index writer: the workers commit their records
             self.writer_chan, wr_end = channel_pair()
-            self._peer_ends = [acc_end, wr_end]
+            self._peer_ends.append(wr_end)
             self._spawn_writer(wr_end)
         for i in range(self.n_workers):
             self._spawn_worker(i)
-        if not self.workers_index:
+        if wr_end is not None:
             wr_end.close()
         self._peer_ends = [acc_end]
         self._acceptor_end = acc_end

@@ -66,6 +66,14 @@ Item = tuple[int, bytes, InstanceRecord | None]
 Result = tuple[int, str]  # (Outcome value or INDEX_* code, old relpath or reason)
 
 
+def open_writer(cfg: Config) -> IndexWriter:
+    """The index's LMDB writer as the durability mode wants it: commits synced unless `os`
+    (for the index writer process and for workers committing their own records)."""
+    return IndexWriter(Path(cfg.storage.data_dir) / "index",
+                       map_size=cfg.storage.index_map_size_bytes,
+                       sync=cfg.storage.durability is not Durability.OS)
+
+
 class GroupCommit:
     def __init__(self, cfg: Config, writer: IndexWriter) -> None:
         self.cfg = cfg

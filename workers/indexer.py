@@ -30,17 +30,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 
-from appliance.config import Config, Durability
+from appliance.config import Config
 from appliance.ipc.fdpass import recv_with_fds
 from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Ring
 from metrics import fast
-from workers.group_commit import GroupCommit
-from workers.index.writer import IndexWriter
+from workers.group_commit import GroupCommit, open_writer
 
 log = structlog.get_logger(component="index_writer")
 
@@ -66,13 +64,7 @@ class IndexWriterProcess:
         heartbeat: Callable[[int], None],
     ) -> None:
         self.cfg = cfg
-        self.data_dir = Path(cfg.storage.data_dir)
-        self.mode = cfg.storage.durability
-        self.writer = IndexWriter(
-            self.data_dir / "index",
-            map_size=cfg.storage.index_map_size_bytes,
-            sync=self.mode is not Durability.OS,
-        )
+        self.writer = open_writer(cfg)
         self.rings: dict[int, SlotRings] = {}
         self.retired: list[SlotRings] = []
         for slot, gen, idx_fds, ack_fds in slots:

@@ -23,23 +23,16 @@ replacement clears the dead process's reader slot when it opens the writer.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from appliance.config import Config, DuplicatePolicy, Durability
-from workers.group_commit import POLICY_CODES, GroupCommit, Item
+from appliance.config import Config, DuplicatePolicy
+from workers.group_commit import POLICY_CODES, GroupCommit, Item, open_writer
 from workers.index.reader import IndexReader
 from workers.index.schema import InstanceRecord, pack_record
-from workers.index.writer import IndexWriter
 
 
 class InlineIndex:
     def __init__(self, cfg: Config) -> None:
         self.batch_max = cfg.storage.batch_max
-        self.writer = IndexWriter(
-            Path(cfg.storage.data_dir) / "index",
-            map_size=cfg.storage.index_map_size_bytes,
-            sync=cfg.storage.durability is not Durability.OS,
-        )
+        self.writer = open_writer(cfg)
         # A predecessor killed inside a read transaction pins old pages until someone clears
         # its reader slot (the index writer does it when it is told of a new worker).
         self.writer.env.reader_check()

@@ -78,8 +78,8 @@ class WorkerHooks:
 
 
 class RingOutbox:
-    """The worker's Outbox: puts records on the replies and index rings (or, for a lone
-    worker, hands index records to its own ``InlineIndex``)."""
+    """The worker's Outbox: puts records on the replies and index rings (or, with
+    ``inline_index``, hands index records to the worker's own ``InlineIndex``)."""
 
     def __init__(self, replies: Ring, index: Ring, inline: InlineIndex | None = None) -> None:
         self.replies = replies
