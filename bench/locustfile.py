@@ -3,8 +3,8 @@
     locust -f bench/locustfile.py --headless -u 50 -r 10 -t 60s --host dicom://127.0.0.1:11112
 
 Each simulated user holds one association (``appliance/scu.py``; locust's gevent makes its
-blocking socket cooperative) and loops over weighted tasks: C-STORE (10), C-ECHO (1) and,
-with ``PACS_LOCUST_FIND=1``, a Study Root C-FIND by Patient ID (2). Every operation is
+blocking socket cooperative) and loops over weighted tasks: C-STORE (10), C-ECHO (1) and
+a Study Root C-FIND by Patient ID (2; ``PACS_LOCUST_FIND=0`` leaves it out). Every operation is
 reported to locust's statistics as request type ``DICOM``, name ``C-STORE`` / ``C-ECHO`` /
 ``C-FIND`` / ``A-ASSOCIATE`` / ``A-RELEASE``, with its response time; ``length`` is the data
 set bytes sent (C-STORE) or the number of matches (C-FIND). A non-Success status, an abort or
@@ -18,7 +18,7 @@ Settings (environment):
 - ``PACS_LOCUST_UNIQUE`` (default 1): every C-STORE is a new instance (the corpus file with
   a fresh SOP Instance UID), so a soak keeps storing instead of hitting duplicates; ``0``
   sends the files as they are;
-- ``PACS_LOCUST_FIND=1``: add the C-FIND task (needs the Query/Retrieve SCP);
+- ``PACS_LOCUST_FIND=0``: no C-FIND task (for an SCP without Query/Retrieve; default 1);
 - ``PACS_LOCUST_WAIT_S``: think time between tasks (default 0);
 - ``PACS_LOCUST_TIMEOUT_S``: the SCU's socket timeout (default 30): an operation whose
   response never comes fails after it;
@@ -60,7 +60,7 @@ VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # PS3.4 C.6.2
-FIND = os.environ.get("PACS_LOCUST_FIND") == "1"
+FIND = os.environ.get("PACS_LOCUST_FIND", "1") != "0"
 UNIQUE = os.environ.get("PACS_LOCUST_UNIQUE", "1") != "0"
 TIMEOUT_S = float(os.environ.get("PACS_LOCUST_TIMEOUT_S", "30"))
 # A 64-character UID (the UI maximum, PS3.5 §9.1) stands in for the SOP Instance UID in each

@@ -31,19 +31,18 @@ def _require_locust() -> None:
         pytest.skip("locust not installed (pip install -e '.[bench]')")
 
 
-def _qr_scp_present() -> bool:
-    """C-FIND is only exercised once the Query/Retrieve SCP is in this tree."""
-    return importlib.util.find_spec("workers.qr.service") is not None
-
-
-def _run_locust(app: Appliance, tmp: Path, *, find: bool, seconds: int = 4,
+def _run_locust(app: Appliance, tmp: Path, *, find: bool | None, seconds: int = 4,
                 console: bool = False) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """``console``: as a user runs it, the ``locust`` command from a folder outside the
-    checkout, with the locustfile's default generated corpus."""
+    checkout, with the locustfile's default generated corpus. ``find`` None: the locustfile's
+    default task set (PACS_LOCUST_FIND unset)."""
     acked = tmp / "acked.txt"
-    env = dict(os.environ, PACS_LOCUST_ACKED=str(acked), PACS_LOCUST_FIND="1" if find else "0",
+    env = dict(os.environ, PACS_LOCUST_ACKED=str(acked),
                PACS_LOCUST_TIMEOUT_S="10")  # < --stop-timeout: a hung request becomes a failure
     env.pop("PACS_LOCUST_CORPUS", None)
+    env.pop("PACS_LOCUST_FIND", None)
+    if find is not None:
+        env["PACS_LOCUST_FIND"] = "1" if find else "0"
     if not console:
         corpus = tmp / "corpus"
         write_ct_corpus(corpus, seed=31, patients=2, studies_per_patient=1, series_per_study=2,
@@ -92,7 +91,6 @@ def test_locust_store_and_echo(
     _check(app, stats, acked)
 
 
-@pytest.mark.skipif(not _qr_scp_present(), reason="the C-FIND SCP (workers/qr) is not here yet")
 def test_locust_with_cfind(appliance_factory: Callable[..., Appliance], tmp_path: Path) -> None:
     _require_locust()
     app = appliance_factory(workers=2, durability="os").start()
@@ -105,8 +103,10 @@ def test_locust_command_from_any_folder_with_the_default_corpus(
     appliance_factory: Callable[..., Appliance], tmp_path: Path
 ) -> None:
     """`locust -f <checkout>/bench/locustfile.py ...` run from elsewhere (as the README says)
-    finds its corpus generator: it once failed every user with "No module named 'tests'"."""
+    finds its corpus generator: it once failed every user with "No module named 'tests'".
+    Without settings the users run all three operations the README names."""
     _require_locust()
     app = appliance_factory(workers=1, durability="os").start()
-    stats, acked = _run_locust(app, tmp_path, find=False, seconds=3, console=True)
+    stats, acked = _run_locust(app, tmp_path, find=None, seconds=3, console=True)
     _check(app, stats, acked)
+    assert {"C-STORE", "C-ECHO", "C-FIND"} <= set(stats), sorted(stats)
