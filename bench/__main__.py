@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from bench import corpora, machine, report, retrieve
+from bench import corpora, machine, packages, report, retrieve
 from bench.ingest import Plan, Runner, validate_assocs
 from bench.receivers import build, main_names, scaling_names
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-echo", action="store_true", help="skip the C-ECHO measurements")
     p.add_argument("--no-dd", action="store_true", help="skip the disk bandwidth (dd)")
     p.add_argument("--no-install", action="store_true",
-                   help="never apt-get install a missing receiver (Orthanc)")
+                   help="never apt-get install a missing tool (DCMTK) or receiver (Orthanc)")
     p.add_argument("--appliance-src", type=Path,
                    help="run the appliance from this checkout (A/B of two commits)")
     p.add_argument("--ct", type=int, help="objects in the ct corpus (default 1000)")
@@ -109,6 +109,8 @@ def ingest(args: argparse.Namespace) -> int:
     validate_assocs(args.assocs)
     args.workdir.mkdir(parents=True, exist_ok=True)
     main, scaling = _receiver_names(args)
+    # storescu is every receiver's client and echoscu the C-ECHO probes': DCMTK is not optional.
+    packages.require_dcmtk(("storescu", "echoscu"), install=not args.no_install)
     # Scaling w<N> equal to --workers would repeat appliance-os: drop it, the table reuses it.
     scaling = [n for n in scaling
                if not ("appliance-os" in main and n == f"appliance-os-w{args.workers}")]

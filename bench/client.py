@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.scu import SCU, ProposedContext
+from bench.packages import dcmtk
 from bench.receivers.base import CALLING_AE, IMPLICIT_LE, VERIFICATION
 
 _MAX_ECHO_REPEAT = 1_000_000
@@ -38,8 +39,8 @@ class SendResult:
 
 
 def storescu_argv(port: int, folders: Sequence[Path], called_ae: str) -> list[str]:
-    return ["storescu", "-xe", "-R", "-nh", "+sd", "+r", "-aet", CALLING_AE, "-aec", called_ae,
-            "127.0.0.1", str(port), *map(str, folders)]
+    return [dcmtk("storescu"), "-xe", "-R", "-nh", "+sd", "+r", "-aet", CALLING_AE,
+            "-aec", called_ae, "127.0.0.1", str(port), *map(str, folders)]
 
 
 def send(
@@ -87,7 +88,7 @@ def echoscu_rate(port: int, called_ae: str, seconds: float, repeat: int = 2000) 
     The run with ``--repeat 1`` (best of 3) is subtracted; ``repeat`` grows until the echoes
     themselves take at least ``seconds``, so start-up jitter stays a small part of the time.
     """
-    base = ["echoscu", "-aet", CALLING_AE, "-aec", called_ae, "127.0.0.1", str(port)]
+    base = [dcmtk("echoscu"), "-aet", CALLING_AE, "-aec", called_ae, "127.0.0.1", str(port)]
     once = []
     for _ in range(3):
         t, rc = _timed([*base, "--repeat", "1"])

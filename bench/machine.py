@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from bench.micro.ring import cpu_model, git_sha
+from bench.packages import dcmtk
 
 
 def _run(argv: list[str]) -> str:
@@ -38,7 +39,7 @@ def _filesystem(path: Path) -> str:
 
 
 def describe(workdir: Path) -> dict[str, object]:
-    dcmtk = _run(["storescu", "--version"]).strip().splitlines()
+    version = _run([dcmtk("storescu"), "--version"]).strip().splitlines()
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -46,7 +47,7 @@ def describe(workdir: Path) -> dict[str, object]:
         "kernel": platform.release(),
         "os": _os_name(),
         "python": platform.python_version(),
-        "dcmtk": dcmtk[0].strip("$ ") if dcmtk else None,
+        "dcmtk": version[0].strip("$ ") if version else None,
         "workdir_filesystem": _filesystem(workdir),
         "git_sha": git_sha(),
         "load_avg_at_start": list(os.getloadavg()),

@@ -33,6 +33,7 @@ from pydicom import Dataset, dcmread
 from appliance.negotiation.qr_classes import STUDY_ROOT_FIND
 from appliance.qr_scu import QRSCU, qr_contexts
 from bench.client import dcmtk_env
+from bench.packages import dcmtk
 from bench.receivers.base import CALLING_AE, ReceiverError, echo_ok, free_port
 
 DESTINATION_AE = "STORESCP"
@@ -80,14 +81,14 @@ def _study_keys(study_uid: str) -> list[str]:
 
 def getscu(port: int, called_ae: str, study_uid: str, out_dir: Path, log: Path) -> ToolRun:
     """C-GET of one study with DCMTK getscu (Study Root), objects written to ``out_dir``."""
-    argv = ["getscu", "-S", *_TIMEOUTS, "-aet", CALLING_AE, "-aec", called_ae,
+    argv = [dcmtk("getscu"), "-S", *_TIMEOUTS, "-aet", CALLING_AE, "-aec", called_ae,
             *_study_keys(study_uid), "-od", str(out_dir), "127.0.0.1", str(port)]  # fmt: skip
     return run_tool(argv, log)
 
 
 def movescu(port: int, called_ae: str, study_uid: str, log: Path) -> ToolRun:
     """C-MOVE of one study with DCMTK movescu (Study Root) to ``DESTINATION_AE``."""
-    argv = ["movescu", "-S", *_TIMEOUTS, "-aet", CALLING_AE, "-aec", called_ae,
+    argv = [dcmtk("movescu"), "-S", *_TIMEOUTS, "-aet", CALLING_AE, "-aec", called_ae,
             "-aem", DESTINATION_AE, *_study_keys(study_uid), "127.0.0.1", str(port)]  # fmt: skip
     return run_tool(argv, log)
 
@@ -122,7 +123,8 @@ class Destination:
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder.parent / "storescp.log", "ab") as log:
             self.proc = subprocess.Popen(
-                ["storescp", "-aet", DESTINATION_AE, "-od", str(self.folder), str(self.port)],
+                [dcmtk("storescp"), "-aet", DESTINATION_AE, "-od", str(self.folder),
+                 str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dcmtk_env(),
             )  # fmt: skip
         deadline = time.monotonic() + 10

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import client, machine, qr_client, qr_corpus, qr_report
+from bench import client, machine, packages, qr_client, qr_corpus, qr_report
 from bench.procstat import Sampler
 from bench.qr_client import DESTINATION_AE, Destination, FindQuery, FindRun
 from bench.qr_corpus import Archive
@@ -307,9 +307,8 @@ def run(args: argparse.Namespace, log: Log = print) -> int:
     if unknown:
         raise SystemExit(f"unknown receiver {', '.join(sorted(unknown))}; known: "
                          f"{', '.join(RECEIVERS)}")
-    missing = [t for t in ("storescu", "storescp", "getscu", "movescu") if not shutil.which(t)]
-    if missing:
-        raise SystemExit(f"DCMTK tools missing: {', '.join(missing)} (apt-get install dcmtk)")
+    packages.require_dcmtk(("storescu", "storescp", "getscu", "movescu"),
+                           install=not args.no_install)
     args.workdir.mkdir(parents=True, exist_ok=True)
     names = [n for n in RECEIVERS if n in args.receivers]
     built = {n: build(n, workers=args.workers, src=args.appliance_src,

@@ -5,9 +5,9 @@ fsyncs (compare with the appliance's ``os`` mode). Arrived = files in its output
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
+from bench.packages import dcmtk, find_dcmtk
 from bench.receivers.base import Receiver
 
 
@@ -30,12 +30,15 @@ class StorescpReceiver(Receiver):
         self.fork = fork
 
     def available(self) -> str | None:
-        return None if shutil.which("storescp") else "storescp not on PATH (apt-get install dcmtk)"
+        if find_dcmtk("storescp") is None:
+            return "DCMTK's storescp not on PATH (apt-get install dcmtk)"
+        return None
 
     def command(self) -> list[str]:
         fork = ["--fork"] if self.fork else []
-        return ["storescp", *fork, "-aet", self.called_ae, "-od", str(self.store),
+        return [dcmtk("storescp"), *fork, "-aet", self.called_ae, "-od", str(self.store),
                 str(self.port)]
 
     def describe(self) -> dict[str, object]:
-        return {"family": self.family, "fork": self.fork, "version": tool_version("storescp")}
+        return {"family": self.family, "fork": self.fork,
+                "version": tool_version(dcmtk("storescp"))}

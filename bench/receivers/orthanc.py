@@ -18,50 +18,22 @@ it is one more idle process on the machine); we report that, we do not stop it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import urllib.request
 
+from bench import packages
 from bench.receivers.base import Receiver, echo_ok, free_port
 
 _CANDIDATES = ("Orthanc", "/usr/sbin/Orthanc", "/usr/bin/Orthanc")
-_APT_TIMEOUT_S = 900
 
 
 def find_binary() -> str | None:
-    for candidate in _CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
-
-
-def _apt(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run(["apt-get", "-q", "-y", *args], capture_output=True, text=True,
-                          env=env, timeout=_APT_TIMEOUT_S, check=False)
+    return packages.find(_CANDIDATES)
 
 
 def locate(*, install: bool) -> tuple[str | None, str]:
     """(path of the Orthanc binary or None, what happened / why not)."""
-    found = find_binary()
-    if found:
-        return found, f"found {found}"
-    if not install:
-        return None, "Orthanc not installed and installing was not allowed (--no-install)"
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None, "Orthanc not installed; installing it needs root and apt-get"
-    print("bench: installing Orthanc (apt-get install orthanc) ...", flush=True)
-    cp = _apt("install", "--no-install-recommends", "orthanc")
-    if cp.returncode != 0:  # a stale package list is the usual cause
-        _apt("update")
-        cp = _apt("install", "--no-install-recommends", "orthanc")
-    found = find_binary()
-    if cp.returncode != 0 or not found:
-        tail = (cp.stderr or cp.stdout).strip().splitlines()[-3:]
-        return None, f"apt-get install orthanc failed ({cp.returncode}): {' | '.join(tail)}"
-    return found, f"installed the Debian package, {found}"
+    return packages.locate("orthanc", _CANDIDATES, install=install)
 
 
 def version(binary: str) -> str:

@@ -117,6 +117,54 @@ def test_orthanc_lookup_reports_why_not_without_install() -> None:
         assert binary is None and "--no-install" in why
 
 
+def test_package_lookup_says_what_it_found_or_why_not() -> None:
+    from bench import packages
+
+    found, why = packages.locate("nothing", ("no-such-tool", "/bin/sh"), install=False)
+    assert found == "/bin/sh" and why == "found /bin/sh"
+    found, why = packages.locate("nothing", ("no-such-tool",), install=False)
+    assert found is None and "no-such-tool (Debian package nothing)" in why
+    assert "--no-install" in why
+
+
+def test_dcmtk_lookup_skips_same_named_python_scripts(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom installs `storescu` & co. as Python scripts; first on PATH in an activated
+    virtualenv, they must not stand in for DCMTK's tools in a run that says DCMTK."""
+    from bench import packages
+
+    script_dir, native_dir = tmp_path / "venv-bin", tmp_path / "usr-bin"
+    script_dir.mkdir()
+    native_dir.mkdir()
+    (script_dir / "storescu").write_text("#!/usr/bin/env python3\nprint('pynetdicom')\n")
+    (script_dir / "storescu").chmod(0o755)
+    shutil.copy("/bin/true", native_dir / "storescu")  # an ELF executable
+    monkeypatch.setenv("PATH", f"{script_dir}{os.pathsep}{native_dir}")
+    monkeypatch.setattr(packages, "_dcmtk_found", {})
+    assert shutil.which("storescu") == str(script_dir / "storescu")
+    assert packages.find_dcmtk("storescu") == str(native_dir / "storescu")
+    assert packages.dcmtk("storescu") == str(native_dir / "storescu")
+    monkeypatch.setenv("PATH", str(script_dir))
+    monkeypatch.setattr(packages, "_dcmtk_found", {})
+    assert packages.find_dcmtk("storescu") is None
+    with pytest.raises(SystemExit) as info:
+        packages.require_dcmtk(("storescu",), install=False)
+    assert "DCMTK's storescu missing" in str(info.value)
+
+
+def test_ingest_without_dcmtk_exits_naming_it(tmp_path: Path) -> None:
+    """With only the virtualenv on PATH (pynetdicom's storescu/echoscu scripts, no DCMTK)
+    `bench ingest` stops at once, naming what is missing, instead of failing every run or
+    measuring pynetdicom's client as if it were DCMTK's."""
+    env = dict(os.environ, PATH=str(Path(PYTHON).parent))
+    cp = run_tool([PYTHON, "-m", "bench", "ingest", "--quick", "--no-install",
+                   "--workdir", str(tmp_path / "w"), "--results", str(tmp_path / "r")],
+                  timeout_s=60, cwd=REPO, env=env)  # fmt: skip
+    assert cp.returncode != 0
+    assert "DCMTK's storescu, echoscu missing" in cp.stderr, cp.stderr[-2000:]
+    assert not (tmp_path / "r").exists()  # stopped before any corpus or run
+
+
 def _results(corpora: dict[str, object], *, reps: int, assocs: int, skipped: dict[str, str],
              runs: list[dict[str, object]]) -> dict[str, object]:
     """A results document as bench.ingest writes it, around synthetic ``runs``."""
