@@ -380,9 +380,11 @@ def _has_spoken(proto: DicomProtocol) -> bool:
     """Bytes from this peer, read (in the core's buffer) or still in the socket (FIONREAD)."""
     if proto.conn.buffered_bytes:
         return True
+    if proto.sock is None:
+        return False
     try:
         raw = fcntl.ioctl(proto.sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except (AttributeError, OSError, ValueError):
+    except (OSError, ValueError):
         return False
     return bool(struct.unpack("i", raw)[0])
 
