@@ -36,6 +36,7 @@ import msgpack
 import structlog
 
 from appliance import audit
+from appliance.acceptor.echo import EchoTemplate, echo_response_pdus
 from appliance.dimse.command import (
     RESPONSE_BIT,
     CommandElements,
@@ -46,7 +47,6 @@ from appliance.dimse.command import (
     has_data_set,
 )
 from appliance.dimse.fragment import fragment_message
-from appliance.dimse.messages import CEchoRSP, encode_message
 from appliance.dimse.responses import RequestIdentity, status_response
 from appliance.dimse.status import Status
 from appliance.errors import LocalULError, RemoteULError
@@ -93,11 +93,6 @@ _PendingRecord = tuple[int, int, int, int, bytes]  # kind, msg_id, flags, aux, p
 # Table 9-10 allows P-DATA requests (Evt9) in Sta6 and Sta8 only.
 _CAN_SEND = (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE)
 DRAIN_IDLE_S = 1.0
-# C-ECHO fast path: the Message ID element of a C-ECHO-RQ and of our C-ECHO-RSP (Message ID
-# Being Responded To), tag + 4-byte length, Implicit VR LE as every command set (PS3.7 6.3.1).
-_MSG_ID_ELEMENT = b"\x00\x00\x10\x01\x02\x00\x00\x00"
-_MSG_ID_RSP_ELEMENT = b"\x00\x00\x20\x01\x02\x00\x00\x00"
-_EchoTemplate = tuple[bytes, int, bytes, int]  # request PDU, its Message ID offset, response
 # Receive buffers, per P-DATA-TF limit: one event loop per process reads one socket at a time,
 # so all associations share a few (ReceivePool); an idle association holds none.
 _RX_POOLS: dict[int, ReceivePool] = {}
@@ -204,7 +199,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._last_rx = 0.0  # when the last PDU arrived (silence limits)
         self._rx_failed = False  # get_buffer failed (a bug): input is dropped from then on
         self._rx_pdu: memoryview | None = None  # this read, when it is exactly one whole PDU
-        self._echo: _EchoTemplate | None = None  # see _echo_fast
+        self._echo: EchoTemplate | None = None  # see _echo_fast
 
     # ---- transport callbacks (the per-association exception boundary) -----------------
 
@@ -340,7 +335,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
             self._early.append(bytes(conn.offered(nbytes)))
             return
         _Tallies.arm(self.loop)
-        if (self._echo is not None and nbytes == len(self._echo[0])
+        if (self._echo is not None and nbytes == len(self._echo.request)
                 and self._echo_fast(bytes(conn.offered(nbytes)))):
             return  # answered without the core, which never sees this echo
         if 6 <= nbytes <= 1024 and not conn.buffered_bytes:
@@ -608,26 +603,17 @@ class DicomProtocol(asyncio.BufferedProtocol):
         return True
 
     def _answer_echo(self, context_id: int, ident: RequestIdentity, command: bytes) -> None:
-        """C-ECHO (PS3.4 A) needs nothing from a worker: answered here, saving two process
-        hops per echo (monitoring probes echo often)."""
+        """C-ECHO: answered here (appliance/acceptor/echo.py); this read, if it was exactly
+        the request PDU, becomes the template of _echo_fast (only without tracing: a
+        per-echo span needs this path)."""
         tracing.end_span(tracing.start_span("dicom.c_echo", parent=self.span,
                                             message_id=ident.message_id), status=0)
-        rsp = encode_message(CEchoRSP(ident.message_id, Status.SUCCESS, VERIFICATION))
-        pdus = [b"".join(self.conn.send_pdata_items(b"".join(parts)))
-                for parts in fragment_message(context_id, rsp, None, self.conn.peer_max_pdu)]
+        pdus = echo_response_pdus(self.conn, context_id, ident.message_id)
         for pdu in pdus:
             self._write(pdu)
         fast.counter(m.DIMSE_OPERATIONS, "C-ECHO", "success").inc()
-        rq = bytes(self._rx_pdu) if self._echo is None and self._rx_pdu is not None else None
-        if (rq is not None and len(pdus) == 1 and self.span is None
-                and len(rq) == 12 + len(command) and rq[10] == context_id and rq[11] == 0x03
-                and rq.endswith(command)):
-            # This read was exactly one P-DATA-TF holding exactly this C-ECHO-RQ (one PDV,
-            # command, last): keep it and our answer as the template of _echo_fast.
-            off, rsp_off = rq.find(_MSG_ID_ELEMENT) + 8, pdus[0].find(_MSG_ID_RSP_ELEMENT) + 8
-            if (off > 8 and rq.count(_MSG_ID_ELEMENT) == 1 and rsp_off > 8
-                    and pdus[0].count(_MSG_ID_RSP_ELEMENT) == 1):
-                self._echo = (rq, off, pdus[0], rsp_off)
+        if self._echo is None and self._rx_pdu is not None and self.span is None:
+            self._echo = EchoTemplate.learn(bytes(self._rx_pdu), command, context_id, pdus)
 
     def _echo_fast(self, data: bytes) -> bool:
         """A read that is byte for byte the association's first C-ECHO-RQ but for the Message
@@ -635,17 +621,18 @@ class DicomProtocol(asyncio.BufferedProtocol):
         Layer core: P-DATA in Sta6 changes no state (DT-2), and nothing else may be pending.
         Only without tracing (a per-echo span would need the slow path)."""
         assert self._echo is not None
-        rq, off, rsp, rsp_off = self._echo
-        if (len(data) != len(rq) or self.conn.state is not State.STA6_ESTABLISHED
+        if (self.conn.state is not State.STA6_ESTABLISHED
                 or self.conn.buffered_bytes or self.in_flight or self.receiving is not None
-                or self.cmd_buf or self.pending or self.held or self.closed or self.draining
-                or data[:off] != rq[:off] or data[off + 2:] != rq[off + 2:]):
+                or self.cmd_buf or self.pending or self.held or self.closed or self.draining):
+            return False
+        response = self._echo.answer(data)
+        if response is None:
             return False
         # No TCP_QUICKACK re-arm here: the whole request came in one read and our answer
         # carries the ACK (the Nagle trap needs a segment held back, which this is not).
         self._touch()
         self._last_activity = self._last_rx
-        self._write(rsp[:rsp_off] + data[off:off + 2] + rsp[rsp_off + 2:])
+        self._write(response)
         fast.counter(m.DIMSE_OPERATIONS, "C-ECHO", "success").inc()
         return True
 

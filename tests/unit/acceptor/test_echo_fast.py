@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from appliance.acceptor.echo import EchoTemplate
 from appliance.acceptor.protocol import DicomProtocol
 from appliance.config import load
 from appliance.dimse.messages import CEchoRQ, CEchoRSP, CStoreRQ, decode_message, encode_message
@@ -98,3 +99,23 @@ def test_echo_during_a_store_goes_to_the_worker(env: Env) -> None:
     assert tr.take_pdus() == []
     [(kind, msg_id, _, _, _)] = env.job_records()
     assert (kind, msg_id) == (Kind.COMMAND, 3)
+
+
+def test_template_only_from_one_pdu_holding_one_whole_command() -> None:
+    """EchoTemplate.learn refuses what answer() could not patch safely."""
+    command = encode_message(CEchoRQ(message_id=9))
+    request = _echo(9)
+    rsp = [b"\x04\x00" + bytes(4) + encode_message(CEchoRSP(9, 0, VERIFICATION))]
+    good = EchoTemplate.learn(request, command, 1, rsp)
+    assert good is not None
+    assert good.answer(_echo(9)) == rsp[0]
+    patched = good.answer(_echo(0x0102))
+    assert patched is not None and patched != rsp[0]
+    assert decode_message(patched[6:]).message_id_being_responded_to == 0x0102
+    assert good.answer(_echo(9, context_id=3)) is None  # another context: not the same bytes
+    assert good.answer(request + b"\x00") is None
+    assert EchoTemplate.learn(request, command, 3, rsp) is None  # not on this context
+    assert EchoTemplate.learn(request, command, 1, rsp * 2) is None  # answer in two PDUs
+    assert EchoTemplate.learn(request + request, command, 1, rsp) is None  # two PDUs read
+    split = pdata([PDV(1, True, False, command[:10]), PDV(1, True, True, command[10:])])
+    assert EchoTemplate.learn(split, command, 1, rsp) is None  # command in two fragments
