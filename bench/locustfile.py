@@ -54,7 +54,8 @@ from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.filebase import DicomBytesIO  # noqa: E402
 from pydicom.filewriter import write_dataset  # noqa: E402
 
-from appliance.scu import SCU, ProposedContext, read_file_meta  # noqa: E402
+from appliance.scu import SCU, ProposedContext  # noqa: E402
+from appliance.scu_files import read_file_meta  # noqa: E402
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"

@@ -137,7 +137,7 @@ def _store_worker(run: _StoreRun, contexts: list[Any], group: list[tuple[Path, A
 
 
 def _scan(run_paths: Sequence[str]) -> tuple[list[tuple[Path, Any]], list[tuple[Path, str, bool]]]:
-    from appliance.scu import read_file_meta
+    from appliance.scu_files import read_file_meta
 
     items: list[tuple[Path, Any]] = []
     rejected: list[tuple[Path, str, bool]] = []  # (path, why, named explicitly)

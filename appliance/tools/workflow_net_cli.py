@@ -394,7 +394,7 @@ def _n_status(verb: str, status: int, comment: str | None, quiet: bool) -> int:
 def commit_refs(paths: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """(SOP Class, SOP Instance) from each Part 10 file's File Meta, and the files skipped
     in folders (not DICOM, DICOMDIR). A named file that is not an instance is an error."""
-    from appliance.scu import read_file_meta
+    from appliance.scu_files import read_file_meta
 
     refs: dict[tuple[str, str], None] = {}
     skipped: list[str] = []

@@ -52,7 +52,7 @@ from appliance.qr_scu import (
     get_contexts,
     qr_contexts,
 )
-from appliance.scu import read_file_meta
+from appliance.scu_files import read_file_meta
 from tests.conftest import free_port, require_tool, run_tool
 
 pytestmark = pytest.mark.interop

@@ -47,10 +47,9 @@ from appliance.scu import (
     NoAcceptedContext,
     ProposedContext,
     StoreResult,
-    _file_pdus,
     contexts_for_files,
-    read_file_meta,
 )
+from appliance.scu_files import file_pdus, read_file_meta
 from tests.conftest import free_port, require_tool
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -142,7 +141,7 @@ def test_file_pdus_streams_every_byte_with_one_last_bit(length: int, max_data: i
     received = bytearray()
     lasts: list[bool] = []
     blocks = 0
-    for block in _file_pdus(io.BufferedReader(io.BytesIO(payload)), 7, length, max_data):
+    for block in file_pdus(io.BufferedReader(io.BytesIO(payload)), 7, length, max_data):
         blocks += 1
         for header, data in block:  # consume the block before the buffer is reused
             assert header[4] == 7 and header[5] & 1 == 0  # context 7, data set PDV
@@ -156,7 +155,7 @@ def test_file_pdus_streams_every_byte_with_one_last_bit(length: int, max_data: i
 
 def test_file_pdus_fails_when_the_file_is_shorter_than_announced() -> None:
     with pytest.raises(OSError, match="shrank"):
-        for _ in _file_pdus(io.BufferedReader(io.BytesIO(b"abc")), 1, 10, 100):
+        for _ in file_pdus(io.BufferedReader(io.BytesIO(b"abc")), 1, 10, 100):
             pass
 
 
