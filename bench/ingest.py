@@ -191,6 +191,8 @@ class Runner:
         if rec["arrived"] != corpus.files:
             rec["errors"].append(f"{rec['arrived']} of {corpus.files} instances arrived")
         rec.update(_metrics(corpus, sent, usage.cpu_s))
+        rec["cpu_us_per_inst_by_role"] = {role: cpu / corpus.files * 1e6
+                                          for role, cpu in usage.cpu_s_by_role.items()}
         rec.update(peak_rss_mib=usage.peak_rss_bytes / _MIB,
                    peak_pss_mib=usage.peak_pss_bytes / _MIB,
                    max_processes=usage.max_processes, rss_samples=usage.samples)

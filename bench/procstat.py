@@ -14,20 +14,28 @@ tree. A zombie not yet reaped still shows its own times. ``Sampler`` takes a sna
 start and at the end of a run (CPU = difference) and, on a thread in between, sums the RSS
 (``statm``) and PSS (``smaps_rollup``: shared pages split between their users, the fairer
 figure for processes sharing memory rings) over the tree, keeping the peaks.
+
+The same CPU is also split by *role*: a process's command name (``/proc/<pid>/comm``) with a
+trailing ``-N`` dropped, so the appliance's ``pacs-worker-0`` and ``pacs-worker-1`` add up
+under ``pacs-worker`` beside ``pacs-acceptor``. A process alive at both snapshots counts its
+difference, one born during the run all of its CPU; one that exited during the run is in its
+parent's ``cutime`` (the arbiter's, for the appliance).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _PROC = Path("/proc")
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_INSTANCE_SUFFIX = re.compile(r"-\d+$")
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -76,12 +84,26 @@ def tree(root: int) -> list[int]:
 
 def cpu_s(pids: list[int]) -> float:
     """utime + stime + cutime + cstime summed over ``pids`` (see the module docstring)."""
-    ticks = 0
+    return sum(cpu_by_pid(pids).values())
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """utime + stime + cutime + cstime of each live process of ``pids``."""
+    out: dict[int, float] = {}
     for pid in pids:
         fields = _stat_fields(pid)
         if fields is not None:
-            ticks += sum(int(f) for f in fields[11:15])  # fields 14-17 of proc(5)
-    return ticks * _TICK_S
+            out[pid] = sum(int(f) for f in fields[11:15]) * _TICK_S  # fields 14-17 of proc(5)
+    return out
+
+
+def role_of(pid: int) -> str:
+    """The process's command name without a trailing instance number (module docstring)."""
+    try:
+        comm = (_PROC / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return "?"
+    return _INSTANCE_SUFFIX.sub("", comm)
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -108,6 +130,7 @@ class TreeUsage:
     """What one ``Sampler`` saw between ``start`` and ``stop``."""
 
     cpu_s: float = 0.0
+    cpu_s_by_role: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: int = 0
     peak_pss_bytes: int = 0
     max_processes: int = 0
@@ -122,13 +145,13 @@ class Sampler:
         self.root = root
         self.interval_s = interval_s
         self.usage = TreeUsage()
-        self._cpu0 = 0.0
+        self._cpu0: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         pids = tree(self.root)
-        self._cpu0 = cpu_s(pids)
+        self._cpu0 = cpu_by_pid(pids)
         self._sample(pids)
         self._thread = threading.Thread(target=self._run, name="procstat", daemon=True)
         self._thread.start()
@@ -151,7 +174,13 @@ class Sampler:
             self._thread.join()
         pids = tree(self.root)
         self._sample(pids)
-        self.usage.cpu_s = max(0.0, cpu_s(pids) - self._cpu0)
+        now = cpu_by_pid(pids)
+        self.usage.cpu_s = max(0.0, sum(now.values()) - sum(self._cpu0.values()))
+        by_role: dict[str, float] = {}
+        for pid, cpu in now.items():
+            role = role_of(pid)
+            by_role[role] = by_role.get(role, 0.0) + max(0.0, cpu - self._cpu0.get(pid, 0.0))
+        self.usage.cpu_s_by_role = by_role
         return self.usage
 
     def _run(self) -> None:

@@ -229,3 +229,67 @@ def test_huge_corpus_gets_a_memory_table_and_one_association() -> None:
     assert "Memory while one huge object arrives" in md
     assert "| appliance-os | 1000 | 200 | 400 |" in md
     assert "| storescp-fork | 1000 | 40.0 | 80.0 |" in md
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_cpu_is_split_by_role_with_instance_numbers_merged() -> None:
+    """`pacs-worker-0` and `pacs-worker-1` add up under `pacs-worker`; the idle parent's own
+    role gets (almost) nothing."""
+    go_r, go_w = os.pipe()
+    parent = os.fork()
+    if parent == 0:
+        try:
+            kids = []
+            for i in range(2):
+                pid = os.fork()
+                if pid == 0:
+                    Path("/proc/self/comm").write_text(f"bench-burn-{i}")
+                    os.read(go_r, 1)
+                    end = time.process_time() + 0.25
+                    while time.process_time() < end:
+                        pass
+                    os.read(go_r, 1)  # alive until the sampler has stopped
+                    os._exit(0)
+                kids.append(pid)
+            Path("/proc/self/comm").write_text("bench-idle")
+            for pid in kids:
+                os.waitpid(pid, 0)
+        finally:
+            os._exit(0)
+    time.sleep(0.2)  # both children named
+    sampler = Sampler(parent, interval_s=0.05)
+    sampler.start()
+    os.write(go_w, b"gg")
+    time.sleep(0.9)  # both burn 0.25 s of CPU (2 cores or 1)
+    usage = sampler.stop()
+    os.write(go_w, b"xx")
+    os.waitpid(parent, 0)
+    os.close(go_r)
+    os.close(go_w)
+    roles = usage.cpu_s_by_role
+    assert 0.45 <= roles.get("bench-burn", 0.0) < 2, roles
+    assert roles.get("bench-idle", 0.0) < 0.1, roles
+    assert abs(sum(roles.values()) - usage.cpu_s) < 0.05, (roles, usage.cpu_s)
+
+
+def test_scaling_table_has_the_acceptor_bound() -> None:
+    from bench.report import markdown, summarize
+
+    def run(name: str, acceptor_us: float) -> dict[str, object]:
+        return {"kind": "ingest", "receiver": name, "corpus": "small", "assocs": 4, "rep": 0,
+                "ok": True, "errors": [], "inst_per_s": 3000.0, "mb_per_s": 27.0,
+                "cpu_s_per_gb": 30.0, "cpu_us_per_inst": 300.0, "peak_rss_mib": 100.0,
+                "peak_pss_mib": 50.0, "client_cpu_us_per_inst": 150.0, "wall_s": 1.0,
+                "cpu_us_per_inst_by_role": {"pacs-acceptor": acceptor_us,
+                                            "pacs-worker": 210.0, "pacs": 1.0}}
+
+    results = _results(
+        {"small": {"files": 10, "bytes": 90_000, "mean_bytes": 9000}}, reps=1, assocs=4,
+        skipped={}, runs=[run("appliance-os", 80.0), run("appliance-os-w2", 100.0)])
+    results["receivers"] = {
+        "appliance-os": {"family": "appliance", "durability": "os", "workers": 1},
+        "appliance-os-w2": {"family": "appliance", "durability": "os", "workers": 2}}
+    md = markdown(results, summarize(results))
+    assert "| acceptor µs/inst | workers µs/inst | acceptor-bound inst/s |" in md
+    assert "| small | 1 | 3000 | 27.0 | 300 | 30.0 | 80.0 | 210 | 12500 |" in md
+    assert "| small | 2 | 3000 | 27.0 | 300 | 30.0 | 100 | 210 | 10000 |" in md
