@@ -62,11 +62,20 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance import audit, reload, systemd, tls
 from appliance.boot_backoff import BootBackoff
+from appliance.children import (
+    EXIT_BOOT_FAILED,
+    Child,
+    child_teardown,
+    comm_name,
+    exit_cause,
+    metrics_child_died,
+    prepare_metrics_dir,
+    set_comm,
+)
 from appliance.config import Config, ConfigSource
 from appliance.datadir import ensure_index, prepare_data_dir
 from appliance.errors import ConfigError, HaltAppliance
@@ -74,101 +83,17 @@ from appliance.ipc.channels import WorkerChannels
 from appliance.ipc.control import ApplianceState, ControlBlock, ProcState, Role
 from appliance.ipc.fdpass import channel_pair, send_with_fds
 from appliance.ipc.ring import Ring
+from appliance.listeners import bind_listener, bind_tls_listener
 from metrics.logging import configure as configure_logging
 from metrics.logging import get_logger
 
 log = get_logger("arbiter")
 
-EXIT_BOOT_FAILED = 3
 SLOT_ARBITER, SLOT_ACCEPTOR, SLOT_WRITER, SLOT_EXPORTER = 0, 1, 2, 3
 FIRST_WORKER_SLOT = 4
 _TICK_S = 0.25
 _CORE_ROLES = frozenset({Role.ACCEPTOR, Role.WORKER, Role.INDEX_WRITER})
 _CORE_REAP_S = 10.0  # a SIGKILLed child still alive after this is stuck in the kernel: halt
-
-
-@dataclass
-class Child:
-    role: Role
-    index: int  # control block slot
-    pid: int
-    generation: int
-    started: float = field(default_factory=time.monotonic)
-    abort_sent: bool = False
-
-
-def _exit_cause(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        name = signal.Signals(sig).name
-        return f"{name} (probably OOM)" if sig == signal.SIGKILL else name
-    code = os.WEXITSTATUS(status)
-    return {0: "exit 0", 3: "exit 3 (boot failed)", 4: "exit 4 (state corrupt)"}.get(
-        code, f"exit {code}"
-    )
-
-
-def bind_listener(host: str, port: int) -> socket.socket:
-    """The DICOM listening socket: the first one systemd passed (socket activation; then
-    [network] host/port are not used), else bound here."""
-    fds = systemd.listen_fds()
-    if fds:
-        sock = socket.socket(fileno=fds[0])
-        for extra in fds[1:]:  # one DICOM port; close what we do not serve
-            os.close(extra)
-        log.info("arbiter.socket_activated", fds=len(fds), address=str(sock.getsockname()))
-    else:
-        sock = _bind(host, port)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    return sock
-
-
-def bind_tls_listener(host: str, port: int) -> socket.socket:
-    """The DICOM-over-TLS listening socket ([tls] port on [network] host), always bound here:
-    a socket-activated appliance still binds its TLS port itself."""
-    sock = _bind(host, port)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
-    sock.set_inheritable(True)
-    return sock
-
-
-def prepare_metrics_dir(data: Path) -> None:
-    """prometheus-client multiprocess mode needs a directory that starts empty on every run:
-    systemd's RuntimeDirectory= provides one through $PROMETHEUS_MULTIPROC_DIR; otherwise we
-    use <data>/run/prometheus and empty it. Set before any child imports prometheus_client."""
-    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data / "run" / "prometheus")
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-
-
-def _metrics_child_died(pid: int, role: Role, status: int, *, replaced: bool = True) -> None:
-    """Merge a dead child's live gauges out (gunicorn's recipe) and count worker restarts
-    (``replaced``: not for workers a core restart stopped on purpose)."""
-    from prometheus_client import multiprocess
-
-    from metrics import registry as m
-
-    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-    if role is Role.WORKER and replaced:
-        if os.WIFSIGNALED(status):
-            cause = "sigkill" if os.WTERMSIG(status) == signal.SIGKILL else "signal"
-        else:
-            cause = "boot_failed" if os.WEXITSTATUS(status) == EXIT_BOOT_FAILED else "exit"
-        m.WORKER_RESTARTS.labels(cause).inc()
 
 
 class Arbiter:
@@ -355,7 +280,7 @@ class Arbiter:
                 time.sleep(0.01)
             self.children.pop(c.pid, None)
             self.cb.slot(c.index).state = ProcState.STOPPED
-            _metrics_child_died(c.pid, c.role, status, replaced=False)
+            metrics_child_died(c.pid, c.role, status, replaced=False)
         return [c.pid for c in victims]
 
     def _renew_tls_context(self) -> None:
@@ -396,14 +321,14 @@ class Arbiter:
                 signal.signal(sig, signal.SIG_DFL)
             configure_logging(self.cfg.log_level, role=name)
             slot.pid = os.getpid()
-            _set_comm(comm_name(role, name, index - FIRST_WORKER_SLOT))
+            set_comm(comm_name(role, name, index - FIRST_WORKER_SLOT))
             self._child_setup(name)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             code = target()
         except BaseException:  # noqa: BLE001 - the child must never return into the arbiter
             get_logger(name).exception(f"{name}.crashed")
         finally:
-            _child_teardown()
+            child_teardown()
             os._exit(code)
 
     def _child_setup(self, role: str) -> None:
@@ -620,7 +545,7 @@ class Arbiter:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
-            cause = _exit_cause(status)
+            cause = exit_cause(status)
             assert self.cb is not None
             self.cb.slot(child.index).state = ProcState.STOPPED
             if self.stopping:
@@ -629,7 +554,7 @@ class Arbiter:
                 continue
             log.error("worker.died" if child.role is Role.WORKER else "arbiter.child_died",
                       role=child.role.name.lower(), pid=pid, cause=cause)
-            _metrics_child_died(pid, child.role, status)
+            metrics_child_died(pid, child.role, status)
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
             if code == EXIT_BOOT_FAILED:
                 self._boot_failed(child, cause)
@@ -802,27 +727,6 @@ class Arbiter:
                 self.children.pop(pid, None)
             else:
                 time.sleep(0.05)
-
-
-def comm_name(role: Role, name: str, worker: int) -> str:
-    """The child's name in ps/top/perf: ``pacs-acceptor``, ``pacs-worker-0``, ``pacs-indexer``
-    (Linux keeps 15 bytes of a comm; ``pacs-index_writer`` would be cut mid-word)."""
-    if role is Role.WORKER:
-        return f"pacs-worker-{worker}"
-    return f"pacs-{'indexer' if role is Role.INDEX_WRITER else name}"
-
-
-def _set_comm(comm: str) -> None:
-    with contextlib.suppress(OSError):
-        Path("/proc/self/comm").write_text(comm[:15])
-
-
-def _child_teardown() -> None:
-    """Before os._exit in a child (which skips atexit): flush spans, close the audit file."""
-    import sys
-    if "metrics.tracing" in sys.modules:  # imported by the roles that trace
-        sys.modules["metrics.tracing"].shutdown()
-    audit.close()
 
 
 def serve(cfg: Config, source: ConfigSource | None = None) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.arbiter import comm_name
+from appliance.children import comm_name
 from appliance.ipc.control import Role
 
 
