@@ -37,6 +37,7 @@ import structlog
 
 from appliance import audit
 from appliance.acceptor.echo import EchoTemplate, echo_response_pdus
+from appliance.acceptor.silence import SilenceWatch
 from appliance.dimse.command import (
     RESPONSE_BIT,
     CommandElements,
@@ -122,11 +123,11 @@ class _Tallies:
         fast.flush()
 
 
-def _own_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
-    """A duplicate of the connection's socket for setsockopt. The transport's own (uvloop's
-    PseudoSocket) builds a socket object, getsockname and all, on every call: 9% of the
-    acceptor's CPU when quick ACKs are re-armed after each read (py-spy, ct x4)."""
-    pseudo = transport.get_extra_info("socket")
+def _own_socket(pseudo: Any) -> socket.socket | None:
+    """A duplicate of an associated connection's socket, for the quick-ACK re-arm after each
+    read. The transport's own (uvloop's PseudoSocket) builds a socket object, getsockname and
+    all, on every call: 9% of the acceptor's CPU under ct x4 (py-spy). Only once associated:
+    a flood of pending connections must not cost two descriptors each."""
     if pseudo is None:
         return None
     try:
@@ -157,7 +158,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.loop = server.loop
         self.assoc_id = server.next_assoc_id()
         self.transport: asyncio.Transport | None = None
-        self.sock: socket.socket | None = None  # ours, for setsockopt (_own_socket)
+        self.sock: Any = None  # the transport's (uvloop's PseudoSocket): options set once
+        self._ack_sock: socket.socket | None = None  # ours, once associated (_own_socket)
         limits = server.ul_limits
         self.conn = Association(Role.ACCEPTOR, limits, now=self.loop.time(),
                                 rx_pool=_rx_pool(limits.max_pdu_bytes))
@@ -193,10 +195,11 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.outcome = "peer_closed"
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._idle: asyncio.TimerHandle | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
         self._last_activity = 0.0
-        self._last_rx = 0.0  # when the last PDU arrived (silence limits)
+        net = server.cfg.network
+        self.silence = SilenceWatch(self.loop, net.idle_timeout_s, net.dimse_timeout_s,
+                                    self._silence_limit, self._silence_expired)
         self._rx_failed = False  # get_buffer failed (a bug): input is dropped from then on
         self._rx_pdu: memoryview | None = None  # this read, when it is exactly one whole PDU
         self._echo: EchoTemplate | None = None  # see _echo_fast
@@ -205,8 +208,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
-        if self.sock is None:  # (called again with the TLS transport: same socket)
-            self.sock = _own_socket(transport)
+        self.sock = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         if self._tls_context is not None:
@@ -269,6 +271,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     def _finish_handshake_failure(self) -> None:
         self.closed = True
+        self.silence.stop()
         self._close_socket()
         if self._timer is not None:
             self._timer.cancel()
@@ -303,7 +306,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.server.register(self)
         self.server.track_connection(self)  # may evict the oldest connection still in Sta2
         self._schedule_timer()
-        self._touch()
+        self.silence.touch()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """asyncio.BufferedProtocol: read into the core's receive buffer (the rest of a large
@@ -488,6 +491,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.link = link
         link.associations.add(self)
         self.server.count_association(self, +1)
+        self._ack_sock = _own_socket(self.sock)
         self.span = tracing.start_span("dicom.association", assoc_id=self.assoc_id,
                                        peer=self.peer, calling_ae=rq.calling_ae,
                                        called_ae=rq.called_ae)
@@ -534,7 +538,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
     # ---- P-DATA: forward PDVs to the worker ---------------------------------------------
 
     def _on_pdata(self, ev: PDataReceived) -> None:
-        self._touch()
+        self.silence.touch()
         self._last_activity = self.loop.time()
         if self.conn.state is State.STA7_AWAITING_RELEASE_RP and any(
             p.is_command for p in ev.pdvs
@@ -630,8 +634,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
             return False
         # No TCP_QUICKACK re-arm here: the whole request came in one read and our answer
         # carries the ACK (the Nagle trap needs a segment held back, which this is not).
-        self._touch()
-        self._last_activity = self._last_rx
+        self.silence.touch()
+        self._last_activity = self.silence.last_rx
         self._write(response)
         fast.counter(m.DIMSE_OPERATIONS, "C-ECHO", "success").inc()
         return True
@@ -854,8 +858,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._close_socket()
         if self._timer is not None:
             self._timer.cancel()
-        if self._idle is not None:
-            self._idle.cancel()
+        self.silence.stop()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         if self.paused:
@@ -863,9 +866,9 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.server.unregister(self, outcome)
 
     def _close_socket(self) -> None:
-        if self.sock is not None:
-            self.sock.close()  # our duplicate only: the transport's socket is the transport's
-            self.sock = None
+        if self._ack_sock is not None:
+            self._ack_sock.close()  # our duplicate only: the transport's is the transport's
+            self._ack_sock = None
 
     def _write(self, data: bytes) -> None:
         if (data and self.transport is not None and not self.eof_sent
@@ -876,13 +879,14 @@ class DicomProtocol(asyncio.BufferedProtocol):
     def _quickack(self) -> None:
         # Re-arm quick ACKs after every read: a Nagle-on client holding its last small segment
         # until our ACK would otherwise wait for the 40 ms delayed-ACK timer (the "Nagle trap").
-        if self.sock is not None:
+        sock = self._ack_sock if self._ack_sock is not None else self.sock
+        if sock is not None:
             try:
-                self.sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
             except OSError:
                 pass
 
-    # ---- timers (ARTIM from the core; network idle timeout) -----------------------------
+    # ---- timers (ARTIM from the core; silence limits: appliance/acceptor/silence.py) ------
 
     def _schedule_timer(self) -> None:
         deadline = self.conn.deadline
@@ -910,19 +914,6 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self.conn.close_requested and self.transport is not None:
             self.transport.abort()
 
-    def _touch(self) -> None:
-        """A PDU arrived. One lazy timer per association checks the silence limits, so a PDU
-        costs a float store, not a timer cancel and re-arm."""
-        self._last_rx = self.loop.time()
-        if self._idle is None and not self.closed:
-            step = self._silence_step()
-            if step:
-                self._idle = self.loop.call_at(self._last_rx + step, self._on_idle)
-
-    def _silence_step(self) -> float:
-        net = self.server.cfg.network
-        return min((t for t in (net.idle_timeout_s, net.dimse_timeout_s) if t > 0), default=0.0)
-
     def _silence_limit(self) -> tuple[str, float] | None:
         """Which silence limit applies now: ``dimse`` while the peer owes us the rest of a
         message or the answer to our sub-operation, ``network`` when nothing is in progress,
@@ -937,21 +928,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
             return None
         return ("network", net.idle_timeout_s) if net.idle_timeout_s > 0 else None
 
-    def _on_idle(self) -> None:
-        self._idle = None
-        if self.closed:
-            return
-        now = self.loop.time()
-        silent_s = now - self._last_rx
-        limit = self._silence_limit()
-        if limit is not None and silent_s >= limit[1]:
-            log.warning("assoc.idle_timeout", assoc_id=self.assoc_id, timeout=limit[0],
-                        silent_s=round(silent_s, 1), receiving=self.receiving is not None)
-            self._abort(0)
-            return
-        # Look again when this limit runs out, and at least every step: a PDU that starts a
-        # message can switch to the shorter DIMSE limit without re-arming the timer.
-        at = now + self._silence_step()
-        if limit is not None:
-            at = min(at, self._last_rx + limit[1])
-        self._idle = self.loop.call_at(at, self._on_idle)
+    def _silence_expired(self, limit: str, silent_s: float) -> None:
+        log.warning("assoc.idle_timeout", assoc_id=self.assoc_id, timeout=limit,
+                    silent_s=round(silent_s, 1), receiving=self.receiving is not None)
+        self._abort(0)

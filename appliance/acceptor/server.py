@@ -450,7 +450,8 @@ def run_acceptor(setup: AcceptorSetup, on_ready: Callable[[], None] | None = Non
 
     soft, hard = raise_fd_limit()
     net = setup.cfg.network
-    needed = net.max_associations + net.max_pending_connections + 64
+    # An association holds two descriptors (the transport's and the quick-ACK duplicate).
+    needed = 2 * net.max_associations + net.max_pending_connections + 64
     (log.warning if soft < needed else log.info)("acceptor.fd_limit", soft=soft, hard=hard,
                                                   needed=needed)
 

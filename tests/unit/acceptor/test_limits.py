@@ -75,9 +75,8 @@ def store_stream(msg_id: int, data: bytes, max_pdu: int = 4096) -> bytes:
 
 
 def fire_silence_timer(proto: DicomProtocol) -> None:
-    assert proto._idle is not None, "no silence timer armed"
-    proto._idle.cancel()
-    proto._on_idle()
+    assert proto.silence.armed_at is not None, "no silence timer armed"
+    proto.silence.check()
 
 
 def assert_aborted(env: Env, proto: DicomProtocol, tr: MockTransport) -> None:
@@ -100,8 +99,9 @@ def test_peer_silent_mid_data_set_is_aborted_after_the_dimse_timeout(
     assert proto.receiving == 1
     clock.now += 4.0
     fire_silence_timer(proto)
-    assert tr.written == b"" and proto._idle is not None  # 4 s < 5 s: re-armed
-    assert proto._idle.when() <= clock.now + 1.0 + 1e-6  # ...for when the 5 s run out
+    armed_at = proto.silence.armed_at
+    assert tr.written == b"" and armed_at is not None  # 4 s < 5 s: re-armed
+    assert armed_at <= clock.now + 1.0 + 1e-6  # ...for when the 5 s run out
     clock.now += 1.5
     fire_silence_timer(proto)
     assert_aborted(env, proto, tr)
@@ -128,7 +128,7 @@ def test_operation_in_the_worker_is_not_peer_silence(timed: tuple[Env, Clock]) -
     assert 1 in proto.in_flight and proto.receiving is None
     clock.now += 1000.0  # the worker is slow (a C-MOVE, a full disk): the peer owes nothing
     fire_silence_timer(proto)
-    assert tr.written == b"" and proto._idle is not None
+    assert tr.written == b"" and proto.silence.armed_at is not None
 
 
 def test_paused_reading_is_not_peer_silence(timed: tuple[Env, Clock]) -> None:
