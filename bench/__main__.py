@@ -136,13 +136,20 @@ def ingest(args: argparse.Namespace) -> int:
         keep_stores=args.keep_stores, skipped=dict(skipped),
         settle_s=args.settle if args.settle is not None else (0.0 if args.quick else 12.0),
     )  # fmt: skip
+    described = machine.describe(args.workdir)
+    if described["file_create_us"] > machine.SLOW_CREATE_US:
+        print(f"bench: WARNING: creating a file in {args.workdir} costs "
+              f"{described['file_create_us']:.0f} µs of CPU (normally tens): every receiver "
+              "will pay it per object. Thousands of files deleted there in the last minutes "
+              "(ext4 without a journal skips recently deleted inodes)? Wait a few minutes or "
+              "use --workdir elsewhere.", flush=True)
     results: dict[str, Any] = {
         "meta": {
             "timestamp": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
             "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
             "reps": reps, "assocs": plan.assocs, "workers": args.workers, "quick": args.quick,
         },
-        "machine": machine.describe(args.workdir),
+        "machine": described,
         "corpora": {c.name: {"files": c.files, "bytes": c.bytes, "mean_bytes": c.mean_bytes,
                              "folder": c.spec.folder} for c in cs},
         "receiver_order": main + scaling,

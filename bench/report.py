@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bench.machine import SLOW_CREATE_US
 from bench.receivers import BASELINE, ORTHANC
 
 ECHO_BASELINES = ("storescp", "storescp-fork")  # the first one that ran
@@ -100,6 +101,15 @@ def _x(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
+def _create_cost(machine: dict[str, Any]) -> str:
+    us = machine.get("file_create_us")
+    if us is None:
+        return ""
+    slow = " — SLOW: recent bulk deletions near the work folder? Figures skewed" \
+        if us > SLOW_CREATE_US else ""
+    return f" (file create {_num(us)} µs CPU{slow})"
+
+
 def _order(results: dict[str, Any]) -> dict[str, int]:
     return {name: i for i, name in enumerate(results.get("receiver_order", []))}
 
@@ -111,8 +121,8 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
         f"# Ingest benchmark {meta['timestamp']}",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
-        f"{machine['os']}, {machine['workdir_filesystem']}; {machine['dcmtk']}; "
-        f"git {str(machine['git_sha'])[:12]}.",
+        f"{machine['os']}, {machine['workdir_filesystem']}{_create_cost(machine)}; "
+        f"{machine['dcmtk']}; git {str(machine['git_sha'])[:12]}.",
         f"Command: `{meta['command']}`",
         "",
         f"Medians (min–max) of {meta['reps']} repetition(s), receivers alternated; only runs "

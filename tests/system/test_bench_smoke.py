@@ -62,8 +62,10 @@ def test_quick_run_writes_results_and_every_instance_arrives(tmp_path: Path) -> 
     for name, run in echo.items():
         assert run["ok"] and run["echo_per_s"] > 0 and run["assoc_per_s"] > 0, (name, run)
 
+    assert data["machine"]["file_create_us"] > 0
     md = (results / "latest.md").read_text()
     assert md == (results / f"{data['meta']['timestamp']}.md").read_text()
+    assert "(file create " in md
     assert "| corpus, assocs | receiver | inst/s |" in md
     for name in receivers:
         assert f"| small, 4 | {name} |" in md
@@ -293,3 +295,20 @@ def test_scaling_table_has_the_acceptor_bound() -> None:
     assert "| acceptor µs/inst | workers µs/inst | acceptor-bound inst/s |" in md
     assert "| small | 1 | 3000 | 27.0 | 300 | 30.0 | 80.0 | 210 | 12500 |" in md
     assert "| small | 2 | 3000 | 27.0 | 300 | 30.0 | 100 | 210 | 10000 |" in md
+
+
+def test_file_create_probe_cleans_up_and_a_slow_folder_is_flagged(tmp_path: Path) -> None:
+    from bench.machine import SLOW_CREATE_US, file_create_cpu_us
+    from bench.report import markdown, summarize
+
+    us = file_create_cpu_us(tmp_path, files=50)
+    assert us > 0
+    assert list(tmp_path.iterdir()) == []  # the probe folder is gone
+    results = _results({}, reps=1, assocs=1, skipped={}, runs=[])
+    results["machine"]["file_create_us"] = 30.0
+    md = markdown(results, summarize(results))
+    assert "(file create 30.0 µs CPU)" in md and "SLOW" not in md
+    results["machine"]["file_create_us"] = SLOW_CREATE_US * 3
+    assert "SLOW: recent bulk deletions" in markdown(results, summarize(results))
+    del results["machine"]["file_create_us"]  # results written before the probe existed
+    assert "file create" not in markdown(results, summarize(results))
