@@ -1,8 +1,9 @@
 """Fuzz the PS3.8 receive path: ``PduBuffer`` framing, then ``decode_pdu`` of each PDU.
 
-Contract under test (appliance/ul/buffer.py, appliance/ul/pdu.py): any byte stream yields PDUs
-or ``RemoteULError`` (an A-ABORT reason), never another exception; and ``encode_pdu`` is the
-inverse of ``decode_pdu`` on what it decoded (decode -> encode -> decode is the identity).
+Contract under test (appliance/ul/buffer.py, pdu.py, items.py, user_items.py): any byte
+stream yields PDUs or ``RemoteULError`` (an A-ABORT reason), never another exception; and
+``encode_pdu`` is the inverse of ``decode_pdu`` on what it decoded (decode -> encode ->
+decode is the identity).
 Anything else escaping ``check`` is a crash.
 
     python tests/fuzz/fuzz_pdu.py -max_total_time=60 tests/fuzz/corpus/pdu

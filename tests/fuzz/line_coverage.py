@@ -24,7 +24,8 @@ from tests.fuzz._harness import REPO_ROOT
 
 # Harness name -> the modules whose lines count.
 TARGETS: dict[str, tuple[str, ...]] = {
-    "pdu": ("appliance/ul/pdu.py", "appliance/ul/buffer.py"),
+    "pdu": ("appliance/ul/pdu.py", "appliance/ul/items.py", "appliance/ul/user_items.py",
+            "appliance/ul/buffer.py"),
     "command": ("appliance/dimse/command.py",),
     "header": ("workers/header.py",),
 }
