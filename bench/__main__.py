@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -182,5 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds like Ctrl-C: the runner's finally blocks stop the receiver it
+    # started (its own process group), instead of leaving it running after the harness.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.exit(main())

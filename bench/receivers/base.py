@@ -123,14 +123,19 @@ class Receiver:
                 env=self.env(), cwd=self.cwd, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not self.ready():
-            rc = self.proc.poll()
-            if rc is not None:
-                raise ReceiverError(f"{self.name} exited with {rc} before ready: {_tail(log)}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ReceiverError(f"{self.name} not ready after {READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.1)
+        try:
+            while not self.ready():
+                rc = self.proc.poll()
+                if rc is not None:
+                    raise ReceiverError(
+                        f"{self.name} exited with {rc} before ready: {_tail(log)}")
+                if time.monotonic() > deadline:
+                    raise ReceiverError(
+                        f"{self.name} not ready after {READY_TIMEOUT_S:.0f} s")
+                time.sleep(0.1)
+        except BaseException:  # not ready, or the harness is stopping (Ctrl-C, SIGTERM)
+            self.stop()
+            raise
 
     def stop(self) -> int | None:
         """SIGTERM to the group we created, SIGKILL after ``STOP_TIMEOUT_S``; exit code."""

@@ -9,6 +9,7 @@ the children it forked and reaped during the interval (``storescp --fork``'s cas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -312,3 +313,51 @@ def test_file_create_probe_cleans_up_and_a_slow_folder_is_flagged(tmp_path: Path
     assert "SLOW: recent bulk deletions" in markdown(results, summarize(results))
     del results["machine"]["file_create_us"]  # results written before the probe existed
     assert "file create" not in markdown(results, summarize(results))
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    out = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = Path(entry.path, "cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                out.append(int(entry.name))
+    return out
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_harness_stops_its_receiver(tmp_path: Path) -> None:
+    """A harness stopped with SIGTERM (a CI timeout, `kill`) takes the receiver it started
+    down with it instead of leaving it listening (it runs in its own process group)."""
+    import signal
+    import subprocess
+
+    require_tool("storescu")
+    work = tmp_path / "work"
+    harness = subprocess.Popen(
+        [PYTHON, "-m", "bench", "ingest", "--quick", "--corpus", "small", "--small", "8",
+         "--assocs", "1", "--receivers", "appliance-os", "--no-scaling", "--no-echo",
+         "--no-dd", "--no-install", "--workdir", str(work), "--results", str(tmp_path / "r")],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        receiver = str(work / "runs")
+        deadline = time.monotonic() + 120
+        while not _processes_mentioning(receiver):
+            assert harness.poll() is None, "the harness ended before its receiver started"
+            assert time.monotonic() < deadline, "no receiver started"
+            time.sleep(0.05)
+        harness.send_signal(signal.SIGTERM)
+        assert harness.wait(60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while _processes_mentioning(receiver):
+            assert time.monotonic() < deadline, "the receiver outlived the harness"
+            time.sleep(0.1)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+        for pid in _processes_mentioning(str(work)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
