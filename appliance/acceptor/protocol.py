@@ -271,8 +271,6 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     def _finish_handshake_failure(self) -> None:
         self.closed = True
-        self.silence.stop()
-        self._close_socket()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
