@@ -24,10 +24,7 @@ def bind_listener(host: str, port: int) -> socket.socket:
         log.info("arbiter.socket_activated", fds=len(fds), address=str(sock.getsockname()))
     else:
         sock = _bind(host, port)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
-    sock.set_inheritable(True)
-    return sock
+    return _for_the_acceptor(sock)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -41,7 +38,12 @@ def _bind(host: str, port: int) -> socket.socket:
 def bind_tls_listener(host: str, port: int) -> socket.socket:
     """The DICOM-over-TLS listening socket ([tls] port on [network] host), always bound here:
     a socket-activated appliance still binds its TLS port itself."""
-    sock = _bind(host, port)
+    return _for_the_acceptor(_bind(host, port))
+
+
+def _for_the_acceptor(sock: socket.socket) -> socket.socket:
+    """Accepted connections inherit TCP_NODELAY; the acceptor's event loop needs it
+    non-blocking; it survives the fork into the acceptor."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     sock.set_inheritable(True)
