@@ -67,7 +67,6 @@ from pathlib import Path
 from appliance import audit, reload, systemd, tls
 from appliance.boot_backoff import BootBackoff
 from appliance.children import (
-    EXIT_BOOT_FAILED,
     Child,
     child_teardown,
     comm_name,
@@ -80,7 +79,13 @@ from appliance.config import Config, ConfigSource
 from appliance.datadir import ensure_index, prepare_data_dir
 from appliance.errors import ConfigError, HaltAppliance
 from appliance.ipc.channels import WorkerChannels
-from appliance.ipc.control import ApplianceState, ControlBlock, ProcState, Role
+from appliance.ipc.control import (
+    EXIT_BOOT_FAILED,
+    ApplianceState,
+    ControlBlock,
+    ProcState,
+    Role,
+)
 from appliance.ipc.fdpass import channel_pair, send_with_fds
 from appliance.ipc.ring import Ring
 from appliance.listeners import bind_listener, bind_tls_listener

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance import audit
-from appliance.ipc.control import Role
-
-EXIT_BOOT_FAILED = 3  # a child that cannot set itself up (appliance/boot_backoff.py)
+from appliance.ipc.control import EXIT_BOOT_FAILED, EXIT_STATE_CORRUPT, Role
 
 
 @dataclass
@@ -33,9 +31,9 @@ def exit_cause(status: int) -> str:
         name = signal.Signals(sig).name
         return f"{name} (probably OOM)" if sig == signal.SIGKILL else name
     code = os.WEXITSTATUS(status)
-    return {0: "exit 0", 3: "exit 3 (boot failed)", 4: "exit 4 (state corrupt)"}.get(
-        code, f"exit {code}"
-    )
+    return {0: "exit 0", EXIT_BOOT_FAILED: f"exit {EXIT_BOOT_FAILED} (boot failed)",
+            EXIT_STATE_CORRUPT: f"exit {EXIT_STATE_CORRUPT} (state corrupt)"}.get(
+        code, f"exit {code}")
 
 
 def comm_name(role: Role, name: str, worker: int) -> str:

@@ -38,6 +38,7 @@ from appliance.config import Config, DuplicatePolicy, Durability
 from appliance.dimse.fragment import PduParts, framed, pdu_body_length
 from appliance.dimse.status import Status
 from appliance.ipc.channels import WorkerChannels
+from appliance.ipc.control import EXIT_BOOT_FAILED, EXIT_STATE_CORRUPT
 from appliance.ipc.kinds import Flag, Kind
 from appliance.ipc.ring import Record, Ring, RingCorruptError
 from metrics import fast
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(component="worker")
 
 EXIT_OK = 0
-EXIT_BOOT_FAILED = 3
-EXIT_STATE_CORRUPT = 4
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1461.1.1"
 IMPLEMENTATION_VERSION_NAME = "PACS_APPL_010"
 _PUT_TIMEOUT_S = 30.0

@@ -73,6 +73,10 @@ _S_ROLE, _S_GENERATION, _S_PID = 0, 4, 8
 _S_STATE, _S_IN_FLIGHT, _S_ASSOCS = 64, 68, 72
 _S_HEARTBEAT, _S_JOBS, _S_ERRORS, _S_BYTES = 80, 88, 96, 104
 
+# A child's exit codes that mean something to the arbiter (appliance/children.py):
+EXIT_BOOT_FAILED = 3  # it could not set itself up: forked again with backoff, then a halt
+EXIT_STATE_CORRUPT = 4  # its LMDB environment or a ring is in doubt: replaced
+
 
 class Role(enum.IntEnum):
     NONE = 0  # slot unused
