@@ -5,8 +5,8 @@ client every receiver gets, ``storescp`` a receiver) and Orthanc. Installing nee
 apt-get; otherwise, or with ``--no-install``, the caller is told why not, in words it prints.
 
 DCMTK's tools are looked up by ``dcmtk(name)``, not by PATH alone: pynetdicom installs Python
-console scripts with the same names (``storescu``, ``storescp``, ``echoscu``, ``findscu``,
-``getscu``, ``movescu``), and in an activated virtualenv those come first on PATH, so a
+console scripts with the same names (``PYNETDICOM_APPS``), and in an activated virtualenv
+those come first on PATH, so a
 "side by side against DCMTK" would quietly measure pynetdicom's client. DCMTK's are native
 executables (ELF); a script of that name is skipped.
 """
@@ -21,6 +21,9 @@ from collections.abc import Callable, Sequence
 _APT_TIMEOUT_S = 900
 _ELF_MAGIC = b"\x7fELF"
 _dcmtk_found: dict[str, str] = {}
+PYNETDICOM_APPS = frozenset(
+    {"echoscp", "echoscu", "findscu", "getscu", "movescu", "qrscp", "storescp", "storescu"}
+)
 
 
 def find(candidates: Sequence[str]) -> str | None:
@@ -54,8 +57,13 @@ def find_dcmtk(name: str) -> str | None:
 
 def dcmtk(name: str) -> str:
     """What to run for DCMTK's ``name``: its absolute path, or ``name`` itself when it is not
-    installed (the harness checked with ``require`` first; a run then fails saying so)."""
+    installed (the harness checked with ``require_dcmtk`` first; a run then fails saying so)."""
     return find_dcmtk(name) or name
+
+
+def which(name: str) -> str | None:
+    """``shutil.which``, except that a name pynetdicom also installs means DCMTK's tool."""
+    return find_dcmtk(name) if name in PYNETDICOM_APPS else shutil.which(name)
 
 
 def _apt(*args: str) -> subprocess.CompletedProcess[str]:

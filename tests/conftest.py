@@ -15,7 +15,6 @@ import contextlib
 import importlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +30,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from pydicom import dcmread
 
-from bench.packages import find_dcmtk
+from bench import packages
 
 # A shared 2-core machine is noisy: hypothesis's per-example deadline would turn a scheduling
 # hiccup into a failure. Example counts stay bounded by each test's own settings.
@@ -49,18 +48,14 @@ STOP_TIMEOUT_S = 30.0  # > graceful_timeout_s default (20 s)
 # --------------------------------------------------------------------------- tools and ports
 
 
-# pynetdicom's console scripts carry DCMTK's names and come first on PATH in an activated
-# virtualenv: a test that says DCMTK gets DCMTK's native tool (bench.packages.find_dcmtk).
-_PYNETDICOM_APPS = frozenset(
-    {"echoscp", "echoscu", "findscu", "getscu", "movescu", "qrscp", "storescp", "storescu"}
-)
-
-
 def require_tool(name: str) -> str:
-    """Path of an external tool; skip without it, or fail when PACS_REQUIRE_INTEROP=1 (CI)."""
-    path = find_dcmtk(name) if name in _PYNETDICOM_APPS else shutil.which(name)
+    """Path of an external tool; skip without it, or fail when PACS_REQUIRE_INTEROP=1 (CI).
+    For a name pynetdicom's console scripts also carry, DCMTK's native tool (bench.packages:
+    in an activated virtualenv the scripts come first on PATH)."""
+    path = packages.which(name)
     if path is None:
-        msg = f"{name} not found on PATH" + (" (DCMTK's)" if name in _PYNETDICOM_APPS else "")
+        dcmtk = " (DCMTK's)" if name in packages.PYNETDICOM_APPS else ""
+        msg = f"{name} not found on PATH{dcmtk}"
         if os.environ.get("PACS_REQUIRE_INTEROP") == "1":
             pytest.fail(f"{msg} (PACS_REQUIRE_INTEROP=1)")
         pytest.skip(msg)
